@@ -1,0 +1,12 @@
+# Reads the version from include/offload/version.hpp so that the header is the single source.
+set(_offload_version_header "${CMAKE_CURRENT_LIST_DIR}/../include/offload/version.hpp")
+function(offload_read_version out_var)
+  file(READ "${_offload_version_header}" _text)
+  foreach(_part MAJOR MINOR PATCH)
+    if(NOT _text MATCHES "OFFLOAD_VERSION_${_part} \\(([0-9]+)\\)")
+      message(FATAL_ERROR "offload: cannot read OFFLOAD_VERSION_${_part} from version.hpp")
+    endif()
+    set(_${_part} "${CMAKE_MATCH_1}")
+  endforeach()
+  set(${out_var} "${_MAJOR}.${_MINOR}.${_PATCH}" PARENT_SCOPE)
+endfunction()

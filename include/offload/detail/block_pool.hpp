@@ -1,0 +1,130 @@
+#pragma once
+
+/// @file block_pool.hpp
+/// @brief Per-thread pools of fixed-size blocks, so that the submit → run → complete path makes
+/// no heap allocation for small tasks and small future states.
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "offload/detail/atomic.hpp"
+
+namespace offload::detail {
+
+/// Size of one block: a task node (header + inline callable) or a small future shared state.
+inline constexpr std::size_t k_block_size = 128;
+/// Most blocks a pool keeps on its local free list; beyond that, freed blocks go back to the heap.
+inline constexpr std::size_t k_block_cache_limit = 4096;
+
+/// A pool of k_block_size blocks owned by one thread.
+///
+/// Roles: the **owner** thread allocates and frees on m_local (no atomics). Any other thread frees
+/// by pushing onto m_remote (a Treiber push, CAS); the owner takes the whole remote list at once
+/// with exchange(nullptr). Only pushes compete on m_remote and the owner never pops single nodes
+/// from it, so there is no ABA problem.
+/// Guarantee: a remote free happens-before the owner's reuse of that block ([R1] → [R2]).
+/// Pools are never destroyed: a thread that exits hands its pool to the next thread that needs
+/// one (blocks still in flight may be freed into it at any time).
+class block_pool {
+  struct free_block {
+    free_block* next;
+  };
+
+ public:
+  /// The calling thread's pool. Thread-safe (each thread gets its own).
+  static block_pool& local() {
+    thread_local holder h;
+    return *h.pool;
+  }
+
+  /// Returns an uninitialised block of k_block_size bytes, aligned to k_cache_line. Owner only.
+  void* allocate() {
+    if (m_local == nullptr) {
+      // [R2] acquire; pairs with [R1]: the remote thread's last use of each block happens-before.
+      m_local = m_remote.exchange(nullptr, std::memory_order_acquire);
+      m_local_count = 0;  // unknown length; only used to bound the cache, recounted as we free
+      if (m_local == nullptr) {
+        return ::operator new(k_block_size, std::align_val_t{k_cache_line});
+      }
+    }
+    free_block* b = m_local;
+    m_local = b->next;
+    if (m_local_count > 0) --m_local_count;
+    return b;
+  }
+
+  /// Returns a block to the pool that allocated it. Any thread. Thread-safe.
+  static void deallocate(block_pool* home, void* p) noexcept {
+    auto* b = static_cast<free_block*>(p);
+    if (home == &local()) {
+      if (home->m_local_count >= k_block_cache_limit) {
+        ::operator delete(p, std::align_val_t{k_cache_line});
+        return;
+      }
+      b->next = home->m_local;
+      home->m_local = b;
+      ++home->m_local_count;
+      return;
+    }
+    free_block* head = home->m_remote.load(std::memory_order_relaxed);
+    do {
+      b->next = head;
+      // [R1] release; pairs with [R2] in allocate(): our use of the block is done before reuse.
+    } while (!home->m_remote.compare_exchange_weak(
+        head, b, std::memory_order_release, std::memory_order_relaxed));
+  }
+
+ private:
+  block_pool() = default;
+
+  struct registry {
+    std::mutex mutex;
+    std::vector<block_pool*> orphans;  // pools of exited threads, ready for reuse
+  };
+  static registry& orphans() {
+    static registry* r = new registry;  // never destroyed: pools outlive static destruction
+    return *r;
+  }
+
+  struct holder {
+    holder() {
+      registry& r = orphans();
+      std::lock_guard lock(r.mutex);
+      if (!r.orphans.empty()) {
+        pool = r.orphans.back();
+        r.orphans.pop_back();
+      } else {
+        pool = new block_pool;
+      }
+    }
+    ~holder() {
+      registry& r = orphans();
+      std::lock_guard lock(r.mutex);
+      r.orphans.push_back(pool);
+    }
+    block_pool* pool;
+  };
+
+  free_block* m_local = nullptr;  // owner only
+  std::size_t m_local_count = 0;  // owner only: blocks known to be on m_local
+  // m_remote: pushed by any thread (CAS), emptied by the owner (exchange).
+  alignas(k_cache_line) std::atomic<free_block*> m_remote{nullptr};
+};
+
+/// A block together with the pool it must return to.
+struct pooled_block {
+  void* memory;
+  block_pool* home;
+};
+
+/// Allocates a block from the calling thread's pool.
+inline pooled_block allocate_block() {
+  block_pool& pool = block_pool::local();
+  return {pool.allocate(), &pool};
+}
+
+}  // namespace offload::detail

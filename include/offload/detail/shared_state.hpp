@@ -1,0 +1,258 @@
+#pragma once
+
+/// @file shared_state.hpp
+/// @brief The state shared by a future and its producer (a task or a promise): an atomic state
+/// machine, a result slot and a lock-free list of continuations.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "offload/detail/atomic.hpp"
+#include "offload/detail/block_pool.hpp"
+#include "offload/detail/event_count.hpp"
+#include "offload/detail/scheduler.hpp"
+#include "offload/error.hpp"
+
+namespace offload::detail {
+
+/// A callback run once when a shared state becomes ready. Runs on the thread that completes the
+/// state (or on the thread that attaches it, if the state is already ready); must not block.
+struct continuation {
+  virtual void fire() noexcept = 0;
+  virtual ~continuation() = default;
+  continuation* next = nullptr;
+};
+
+/// Type-independent part of a shared state.
+///
+/// Roles: one producer (the task, or the promise) writes the result; one consumer (the future)
+/// reads it; any thread may attach continuations or call cancel().
+/// Guarantee: the producer's writes to the result happen-before any consumer or continuation
+/// that observes `ready` ([S1] → [S2]/[S3]).
+class shared_state_base {
+ public:
+  explicit shared_state_base(scheduler* sched) noexcept : m_scheduler(sched) {}
+  shared_state_base(const shared_state_base&) = delete;
+  shared_state_base& operator=(const shared_state_base&) = delete;
+
+  scheduler* owner() const noexcept { return m_scheduler; }
+
+  bool is_ready() const noexcept {
+    // [S2] acquire; pairs with [S1] in publish(): the result is visible once ready is seen.
+    return m_phase.load(std::memory_order_acquire) == k_ready;
+  }
+
+  bool is_cancelled() const noexcept { return is_ready() && m_cancelled; }
+
+  /// Claims the right to run: pending → running. False if cancelled (or already claimed).
+  bool try_start() noexcept {
+    auto expected = k_pending;
+    // acq_rel: the winner of pending → {running, claimed} is the single writer of the result.
+    return m_phase.compare_exchange_strong(
+        expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed);
+  }
+
+  /// Claims the right to set the result without running: pending → claimed.
+  bool try_claim() noexcept {
+    auto expected = k_pending;
+    return m_phase.compare_exchange_strong(
+        expected, k_claimed, std::memory_order_acq_rel, std::memory_order_relaxed);
+  }
+
+  /// Resolves a pending state with offload::cancelled. True if it took effect.
+  bool cancel(const char* why) noexcept {
+    if (!try_claim()) return false;
+    m_cancelled = true;
+    m_exception = make_cancelled(why);
+    publish();
+    return true;
+  }
+
+  /// Stores an exception as the result; the caller holds the claim (running or claimed).
+  void set_exception(std::exception_ptr e) noexcept {
+    m_exception = std::move(e);
+    publish();
+  }
+
+  /// Blocks until ready: helps run tasks on a worker thread, spins briefly and then sleeps on
+  /// other threads.
+  void wait() const {
+    if (is_ready()) return;
+    if (scheduler* s = tl_current_scheduler) {
+      s->help_until([this] { return is_ready(); });
+      return;
+    }
+    for (int i = 0; i < k_spin_before_block; ++i) {
+      if (is_ready()) return;
+      cpu_relax();
+    }
+    block_until_ready(std::chrono::steady_clock::time_point::max());
+  }
+
+  /// Waits until ready or `deadline`; true if ready. Never helps (bounded time matters more).
+  bool wait_until(std::chrono::steady_clock::time_point deadline) const {
+    if (is_ready()) return true;
+    return block_until_ready(deadline);
+  }
+
+  /// Attaches a continuation; fires it at once if already ready. Takes ownership. Thread-safe.
+  void attach(continuation* c) noexcept {
+    continuation* head = m_continuations.load(std::memory_order_acquire);
+    for (;;) {
+      if (head == closed()) {
+        fire_and_delete(c);
+        return;
+      }
+      c->next = head;
+      // [S4] release; pairs with the acq_rel exchange [S3] in publish(), which takes the list.
+      if (m_continuations.compare_exchange_weak(
+              head, c, std::memory_order_release, std::memory_order_acquire)) {
+        return;
+      }
+    }
+  }
+
+  void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    // [S5] acq_rel; the last owner sees every other owner's writes before destroying.
+    if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
+  }
+
+  std::exception_ptr exception() const noexcept { return m_exception; }
+
+ protected:
+  virtual ~shared_state_base() = default;
+  virtual void destroy() noexcept = 0;
+
+  /// Makes the result visible, wakes blocked waiters and fires continuations. Producer only.
+  void publish() noexcept {
+    // [S1] seq_cst store: release half pairs with [S2]; the seq_cst order pairs with the waiter's
+    // seq_cst increment of m_waiters [W1]: either we see the waiter below, or it sees `ready`.
+    m_phase.store(k_ready, std::memory_order_seq_cst);
+    if (m_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(m_phase, INT32_MAX);
+    // [S3] acq_rel: acquire pairs with [S4] (the continuations' contents); release publishes the
+    // closed marker for attach().
+    continuation* list = m_continuations.exchange(closed(), std::memory_order_acq_rel);
+    while (list != nullptr) {
+      continuation* next = list->next;
+      fire_and_delete(list);
+      list = next;
+    }
+  }
+
+ private:
+  static constexpr int k_spin_before_block = 2000;
+
+  static continuation* closed() noexcept {
+    static_assert(alignof(continuation) > 1);
+    return reinterpret_cast<continuation*>(std::uintptr_t{1});
+  }
+  static void fire_and_delete(continuation* c) noexcept {
+    c->fire();
+    delete c;
+  }
+  static std::exception_ptr make_cancelled(const char* why) noexcept {
+    try {
+      return std::make_exception_ptr(offload::cancelled(why));
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+
+  bool block_until_ready(std::chrono::steady_clock::time_point deadline) const {
+    // [W1] seq_cst RMW; pairs with [S1]/the m_waiters load in publish().
+    m_waiters.fetch_add(1, std::memory_order_seq_cst);
+    bool ready = false;
+    for (;;) {
+      const auto phase = m_phase.load(std::memory_order_seq_cst);  // [W2] pairs with [S1]
+      if (phase == k_ready) {
+        ready = true;
+        break;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      const auto left = deadline == std::chrono::steady_clock::time_point::max()
+                            ? std::chrono::nanoseconds::zero()
+                            : std::chrono::nanoseconds(deadline - now);
+      futex_wait(m_phase, phase, left);
+    }
+    m_waiters.fetch_sub(1, std::memory_order_relaxed);
+    return ready;
+  }
+
+  // Life of a state: pending → running → ready (a task ran), or pending → claimed → ready
+  // (cancel, promise, discard). `ready` is terminal. Also the futex word of blocked waiters.
+  static constexpr std::uint32_t k_pending = 0, k_running = 1, k_claimed = 2, k_ready = 3;
+  mutable std::atomic<std::uint32_t> m_phase{k_pending};
+  mutable std::atomic<std::uint32_t> m_waiters{0};  // threads blocked in block_until_ready()
+  std::atomic<std::uint32_t> m_refs{2};             // the future and the producer
+  std::atomic<continuation*> m_continuations{nullptr};  // LIFO list; closed() once ready
+  scheduler* m_scheduler;                               // runs then() continuations; may be null
+  std::exception_ptr m_exception;                       // written by the claim holder only
+  bool m_cancelled = false;                             // written by the claim holder only
+};
+
+/// The value slot type: void results are stored as std::monostate.
+template <class T>
+using stored_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+/// Shared state holding a T. Allocated from the block pool when it fits, else from the heap.
+template <class T>
+class shared_state final : public shared_state_base {
+ public:
+  static_assert(!std::is_reference_v<T>, "offload::future<T&> is not supported; use a pointer");
+
+  static shared_state* create(scheduler* sched) {
+    if constexpr (k_pooled) {
+      static_assert(sizeof(shared_state) <= k_block_size);
+      pooled_block block = allocate_block();
+      return ::new (block.memory) shared_state(sched, block.home);
+    } else {
+      return new shared_state(sched, nullptr);
+    }
+  }
+
+  /// Stores the value; the caller holds the claim (running or claimed).
+  template <class... Args>
+  void set_value(Args&&... args) {
+    m_value.emplace(std::forward<Args>(args)...);
+    publish();
+  }
+
+  /// Moves the result out (or rethrows the exception). Precondition: is_ready().
+  stored_t<T> take() {
+    if (std::exception_ptr e = exception()) std::rethrow_exception(e);
+    return std::move(*m_value);
+  }
+
+ private:
+  static constexpr bool k_pooled = sizeof(shared_state_base) + sizeof(std::optional<stored_t<T>>) +
+                                           sizeof(void*) + alignof(std::max_align_t) <=
+                                       k_block_size &&
+                                   alignof(stored_t<T>) <= alignof(std::max_align_t);
+
+  shared_state(scheduler* sched, block_pool* home) noexcept
+      : shared_state_base(sched), m_home(home) {}
+
+  void destroy() noexcept override {
+    if constexpr (k_pooled) {
+      block_pool* home = m_home;
+      this->~shared_state();
+      block_pool::deallocate(home, this);
+    } else {
+      delete this;
+    }
+  }
+
+  std::optional<stored_t<T>> m_value;
+  block_pool* m_home;
+};
+
+}  // namespace offload::detail

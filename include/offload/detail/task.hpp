@@ -1,0 +1,127 @@
+#pragma once
+
+/// @file task.hpp
+/// @brief The type-erased, move-free task node that queues carry by pointer.
+
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "offload/detail/block_pool.hpp"
+
+namespace offload::detail {
+
+struct task_node;
+
+/// Why a task is being dropped instead of run.
+enum class discard_reason {
+  rejected,  ///< refused at submission (the submitter gets offload::rejected)
+  shutdown,  ///< queued when shutdown(shutdown_mode::cancel) ran
+};
+
+/// Per-callable-type operations, one static table per type.
+struct task_ops {
+  /// Runs the callable, then destroys it (even if it throws; the exception propagates).
+  void (*run)(task_node*);
+  /// Destroys the callable without running it, resolving any future with the reason.
+  void (*discard)(task_node*, discard_reason) noexcept;
+};
+
+/// A task: a header and the callable, placed in one pooled block. Never moved once built, so
+/// the callable needs neither to be movable nor nothrow-movable after construction.
+struct task_node {
+  const task_ops* ops;
+  block_pool* home;  // the pool the block returns to
+};
+
+/// Offset of the callable inside the block, after the header.
+inline constexpr std::size_t k_task_storage_offset =
+    (sizeof(task_node) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
+    alignof(std::max_align_t);
+
+/// Where the callable lives: the bytes after the header, within the same block.
+inline void* task_storage(task_node* n) noexcept {
+  return reinterpret_cast<std::byte*>(n) + k_task_storage_offset;
+}
+
+/// Bytes available for a callable inside a task node. Callables that fit (and are not
+/// over-aligned) are stored inline: a task costs no heap allocation. Larger ones are boxed.
+inline constexpr std::size_t k_task_inline_size = k_block_size - k_task_storage_offset;
+static_assert(k_task_inline_size >= 48, "the small-buffer claim: at least 48 bytes inline");
+
+template <class F>
+inline constexpr bool k_fits_inline =
+    sizeof(F) <= k_task_inline_size && alignof(F) <= alignof(std::max_align_t);
+
+/// Adapts a callable F to the task protocol. F must provide `void operator()()` and may provide
+/// `void discard(discard_reason) noexcept` to resolve a future when dropped.
+template <class F>
+struct task_model {
+  static F* get(task_node* n) noexcept {
+    if constexpr (k_fits_inline<F>) {
+      return std::launder(static_cast<F*>(task_storage(n)));
+    } else {
+      return *std::launder(static_cast<F**>(task_storage(n)));
+    }
+  }
+  static void destroy(task_node* n) noexcept {
+    if constexpr (k_fits_inline<F>) {
+      get(n)->~F();
+    } else {
+      delete get(n);
+    }
+  }
+  static void run(task_node* n) {
+    struct guard {
+      task_node* n;
+      ~guard() { destroy(n); }
+    } g{n};
+    (*get(n))();
+  }
+  static void discard(task_node* n, discard_reason why) noexcept {
+    if constexpr (requires(F & f) { f.discard(why); }) get(n)->discard(why);
+    destroy(n);
+  }
+  static constexpr task_ops ops{&run, &discard};
+};
+
+/// Builds a task node holding `f` in a block of the calling thread's pool.
+template <class F>
+task_node* make_task(F&& f) {
+  using fn = std::decay_t<F>;
+  pooled_block block = allocate_block();
+  auto* n = ::new (block.memory) task_node;
+  n->ops = &task_model<fn>::ops;
+  n->home = block.home;
+  try {
+    if constexpr (k_fits_inline<fn>) {
+      ::new (task_storage(n)) fn(std::forward<F>(f));
+    } else {
+      ::new (task_storage(n)) fn*(new fn(std::forward<F>(f)));
+    }
+  } catch (...) {
+    block_pool::deallocate(block.home, block.memory);
+    throw;
+  }
+  return n;
+}
+
+/// Runs a task and returns its block to its pool. Exceptions from the callable propagate after
+/// the node is freed.
+inline void run_task(task_node* n) {
+  struct release {
+    task_node* n;
+    ~release() { block_pool::deallocate(n->home, n); }
+  } r{n};
+  n->ops->run(n);
+}
+
+/// Drops a task without running it and returns its block to its pool.
+inline void discard_task(task_node* n, discard_reason why) noexcept {
+  n->ops->discard(n, why);
+  block_pool::deallocate(n->home, n);
+}
+
+}  // namespace offload::detail

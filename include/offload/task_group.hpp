@@ -1,0 +1,137 @@
+#pragma once
+
+/// @file task_group.hpp
+/// @brief offload::task_group: fork-join over an executor.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <utility>
+
+#include "offload/detail/event_count.hpp"
+#include "offload/detail/scheduler.hpp"
+#include "offload/error.hpp"
+#include "offload/executor.hpp"
+
+namespace offload {
+
+/// Runs tasks on an executor and waits for all of them.
+///
+/// run() spawns a task (onto the calling worker's own deque when called from a task, which is
+/// what makes recursive fork-join cheap); wait() blocks until every task run so far finished,
+/// helping to run queued work when called on a worker, so nested groups never deadlock, even on
+/// one worker. The first exception thrown by a task is rethrown by wait(); later ones are dropped.
+/// A task dropped by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled.
+/// Everything the tasks did happens-before wait() returns. The destructor waits (and swallows the
+/// exception) if wait() was not called. run() and wait() may be called from any thread.
+class task_group {
+ public:
+  explicit task_group(executor& ex) noexcept : m_executor(ex) {}
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+
+  ~task_group() {
+    try {
+      wait();
+    } catch (...) {  // wait() was not called by the owner: nobody is left to take the exception
+    }
+  }
+
+  /// Spawns `fn()`. Throws offload::rejected if the executor no longer accepts work.
+  template <class F>
+  void run(F&& fn) {
+    // relaxed: the task that decrements is published to its worker by the queue's ordering.
+    m_state.fetch_add(1, std::memory_order_relaxed);
+    m_executor.post(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
+    // On rejection post() discarded the task, whose discard() already called finish_one().
+  }
+
+  /// Waits for every task run so far; rethrows the first exception, then forgets it.
+  void wait() {
+    if (pending() != 0) {
+      if (detail::tl_current_scheduler != nullptr) {
+        detail::tl_current_scheduler->help_until([this] { return pending() == 0; });
+      } else {
+        block();
+      }
+    }
+    if (m_has_error.load(std::memory_order_acquire)) {  // pairs with the release in record()
+      std::exception_ptr e;
+      {
+        std::lock_guard lock(m_error_mutex);
+        e = std::exchange(m_error, nullptr);
+        m_has_error.store(false, std::memory_order_relaxed);
+      }
+      if (e) std::rethrow_exception(e);
+    }
+  }
+
+ private:
+  static constexpr std::uint32_t k_blocked = 0x8000'0000u;  // a thread may sleep in block()
+  static constexpr std::uint32_t k_count = ~k_blocked;
+
+  template <class F>
+  struct group_task {
+    task_group* group;
+    F fn;
+    void operator()() {
+      try {
+        fn();
+      } catch (...) {
+        group->record(std::current_exception());
+      }
+      group->finish_one();
+    }
+    void discard(detail::discard_reason why) noexcept {
+      if (why == detail::discard_reason::shutdown) {  // run() already threw for `rejected`
+        group->record(std::make_exception_ptr(
+            offload::cancelled("offload: task_group task cancelled by executor shutdown")));
+      }
+      group->finish_one();
+    }
+  };
+
+  std::uint32_t pending() const noexcept {
+    // [G3] acquire; pairs with [G2]: the finished tasks' effects are visible once count is 0.
+    return m_state.load(std::memory_order_acquire) & k_count;
+  }
+
+  void record(std::exception_ptr e) noexcept {
+    std::lock_guard lock(m_error_mutex);  // failure path only
+    if (!m_error) m_error = std::move(e);
+    m_has_error.store(true, std::memory_order_release);
+  }
+
+  /// The last access to *this by a task: after the RMW a waiter may return and destroy the
+  /// group, so only the syscall (on the address, not a C++ access) may follow.
+  void finish_one() noexcept {
+    // [G2] acq_rel RMW: release pairs with [G3]/[G4]; RMWs on one word are totally ordered, so
+    // either this sees k_blocked (and wakes) or the waiter's fetch_or [G4] sees the count at 0.
+    const std::uint32_t prev = m_state.fetch_sub(1, std::memory_order_acq_rel);
+    if ((prev & k_count) == 1 && (prev & k_blocked) != 0) detail::futex_wake(m_state, INT32_MAX);
+  }
+
+  void block() {
+    for (int i = 0; i < 2000; ++i) {
+      if (pending() == 0) return;
+      detail::cpu_relax();
+    }
+    // k_blocked stays set once a thread has blocked: later drains to zero then cost a wake-up
+    // syscall, which keeps the protocol to one word and the finisher's last access to one RMW.
+    // [G4] acq_rel; pairs with [G2].
+    std::uint32_t state = m_state.fetch_or(k_blocked, std::memory_order_acq_rel) | k_blocked;
+    while ((state & k_count) != 0) {
+      detail::futex_wait(m_state, state);
+      state = m_state.load(std::memory_order_acquire);  // [G3]
+    }
+  }
+
+  executor& m_executor;
+  std::atomic<std::uint32_t> m_state{0};  // k_count bits: tasks not finished; futex word
+  std::atomic<bool> m_has_error{false};
+  std::mutex m_error_mutex;
+  std::exception_ptr m_error;
+};
+
+}  // namespace offload
