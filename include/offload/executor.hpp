@@ -43,8 +43,8 @@ struct executor_stats {
 /// Path of a task: submit() from outside the pool puts it on the lock-free injection queue
 /// (moodycamel ConcurrentQueue, with a producer token per submitting thread); submit() from
 /// inside a worker pushes it on that worker's Chase–Lev deque. Workers pop their own deque LIFO,
-/// take from the injection queue (checked first every k_inbox_interval tasks, so it is never
-/// starved by local work), and steal FIFO from random victims. An idle worker spins for
+/// take from the injection queue (checked first on every k_inbox_interval-th search, so it is
+/// never starved by local work), and steal FIFO from random victims. An idle worker spins for
 /// executor_options::spin_before_park, then sleeps on an event count; a submission makes a
 /// syscall only if a worker sleeps.
 ///
@@ -164,24 +164,27 @@ class executor final : private detail::scheduler {
   /// Counters summed over all threads at the time of the call (not an atomic snapshot).
   executor_stats stats() const {
     executor_stats s;
+    // Completions are read before submissions (see quiescent()), so completed <= submitted.
+    s.completed = m_resolved_outside_workers.load(std::memory_order_acquire);
     for (const auto& w : m_workers) {
       s.completed += w->counters.completed.read();
       s.failed_detached += w->counters.failed.read();
       s.steals += w->counters.steals.read();
       s.parks += w->counters.parks.read();
-      s.submitted += w->counters.submitted.read();
     }
-    s.completed += m_discarded_at_shutdown.load(std::memory_order_acquire);
+    for (const auto& w : m_workers) s.submitted += w->counters.submitted.read();
     std::lock_guard lock(m_producers_mutex);
     for (const auto& p : m_producers) s.submitted += p->submitted.read();
     return s;
   }
 
  private:
+  friend class task_group;  // enqueues prebuilt task nodes
+
   enum class phase : std::uint32_t { running, draining, cancelling, stopped };
 
   static constexpr int k_idle_spin = 1000;
-  static constexpr std::uint32_t k_inbox_interval = 61;  // local tasks between inbox checks
+  static constexpr std::uint32_t k_inbox_interval = 61;  // searches between inbox-first checks
   static constexpr int k_steal_attempts = 2;              // retries of a victim on a lost race
 
   /// A thread that submits from outside the pool: its producer token and counters.
@@ -231,8 +234,13 @@ class executor final : private detail::scheduler {
     if (detail::worker* w = current_worker()) {
       // Inside the pool: accepted in every phase before `stopped`, so that tasks spawned while
       // draining run and tasks spawned while cancelling are resolved by the workers' sweep.
-      w->counters.submitted.add();
-      w->deque.push(node);
+      w->counters.submitted.add();  // before the task is visible: completed never exceeds it
+      try {
+        w->deque.push(node);  // throws only if growing the deque fails to allocate
+      } catch (...) {
+        m_resolved_outside_workers.fetch_add(1, std::memory_order_release);  // the caller discards
+        throw;
+      }
       m_idle.notify_one();
       return;
     }
@@ -244,7 +252,13 @@ class executor final : private detail::scheduler {
       throw rejected("offload: executor is shut down; submission rejected");
     }
     p.submitted.add();  // counted before the task is visible: completed never exceeds submitted
-    if (!m_inbox.enqueue(p.token, node)) {
+    bool queued = false;
+    try {
+      queued = m_inbox.enqueue(p.token, node);
+    } catch (...) {
+    }
+    if (!queued) {  // out of memory: the caller discards the task, so count it as resolved
+      m_resolved_outside_workers.fetch_add(1, std::memory_order_release);
       p.busy.store(false, std::memory_order_release);
       throw std::bad_alloc();
     }
@@ -414,7 +428,7 @@ class executor final : private detail::scheduler {
   /// Σ completed == Σ submitted, read completed-first: counters only grow and a task is counted
   /// as submitted before it can complete, so equality means idle at some instant during the call.
   bool quiescent() const {
-    std::uint64_t completed = m_discarded_at_shutdown.load(std::memory_order_acquire);
+    std::uint64_t completed = m_resolved_outside_workers.load(std::memory_order_acquire);
     for (const auto& w : m_workers) completed += w->counters.completed.read();
     std::uint64_t submitted = 0;
     for (const auto& w : m_workers) submitted += w->counters.submitted.read();
@@ -437,7 +451,7 @@ class executor final : private detail::scheduler {
       detail::discard_task(node, detail::discard_reason::shutdown);
       ++n;
     }
-    m_discarded_at_shutdown.fetch_add(n, std::memory_order_release);
+    m_resolved_outside_workers.fetch_add(n, std::memory_order_release);
     m_quiet.notify_all();
   }
 
@@ -451,7 +465,9 @@ class executor final : private detail::scheduler {
   detail::event_count m_quiet;  // wait_idle() callers sleep here
   alignas(detail::k_cache_line) std::atomic<phase> m_phase{phase::running};
   std::atomic<bool> m_discard_queued{false};  // set once by shutdown(cancel)
-  std::atomic<std::uint64_t> m_discarded_at_shutdown{0};
+  // Tasks counted as submitted but resolved by no worker: discarded after the workers stopped, or
+  // refused by an allocation failure after being counted.
+  std::atomic<std::uint64_t> m_resolved_outside_workers{0};
   mutable std::mutex m_producers_mutex;  // slow path: registering a producer, stats, shutdown
   std::vector<std::unique_ptr<producer>> m_producers;
   std::mutex m_shutdown_mutex;

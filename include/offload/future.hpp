@@ -6,6 +6,7 @@
 #include <chrono>
 #include <exception>
 #include <future>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -53,29 +54,33 @@ class state_ref {
   shared_state<T>* m_state = nullptr;
 };
 
-/// Runs `fn()` and stores its result (or exception) into `state`. Precondition: claim held.
+/// Runs `fn()` and stores its result (or exception) into `state` without publishing it.
+/// Precondition: the caller holds the claim.
 template <class T, class F>
-void fulfil(shared_state<T>& state, F&& fn) noexcept {
+void store_result(shared_state<T>& state, F&& fn) noexcept {
   try {
     if constexpr (std::is_void_v<T>) {
       std::forward<F>(fn)();
-      state.set_value();
+      state.store_value();
     } else {
-      state.set_value(std::forward<F>(fn)());
+      state.store_value(std::forward<F>(fn)());
     }
   } catch (...) {
-    state.set_exception(std::current_exception());
+    state.store_exception(std::current_exception());
   }
 }
 
 /// A queued task that produces a future's result. Cancelled futures are skipped, not run.
+/// The callable is destroyed before the result is published.
 template <class T, class F>
 struct producing_task {
   state_ref<T> state;
-  F fn;
+  std::optional<F> fn;
   void operator()() {
     if (!state->try_start()) return;  // cancelled while queued: never runs
-    fulfil(*state.get(), fn);
+    store_result(*state.get(), *fn);
+    fn.reset();
+    state->publish();
   }
   void discard(discard_reason) noexcept {
     state->cancel("offload: task cancelled by executor shutdown (shutdown_mode::cancel)");
@@ -230,7 +235,7 @@ class promise {
   bool claim() {
     if (!m_state) throw std::future_error(std::future_errc::no_state);
     if (m_state->try_claim()) return true;
-    if (m_state->is_cancelled()) return false;  // the consumer gave up: nothing to deliver
+    if (m_state->cancel_requested()) return false;  // the consumer gave up: nothing to deliver
     throw std::future_error(std::future_errc::promise_already_satisfied);
   }
   void abandon() noexcept {
@@ -260,18 +265,20 @@ template <class T, class U, class F>
 struct then_step {
   state_ref<T> antecedent;
   state_ref<U> result;
-  F fn;
+  std::optional<F> fn;
 
   void operator()() {
     if (!result->try_start()) return;  // the continuation's future was cancelled
-    fulfil(*result.get(), [this]() -> U {
+    store_result(*result.get(), [this]() -> U {
       if constexpr (std::is_void_v<T>) {
         antecedent->take();
-        return fn();
+        return (*fn)();
       } else {
-        return fn(std::move(antecedent->take()));
+        return (*fn)(std::move(antecedent->take()));
       }
     });
+    fn.reset();  // destroyed before the result is published
+    result->publish();
   }
   void discard(discard_reason) noexcept {
     result->cancel("offload: continuation cancelled by executor shutdown");

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "offload/detail/event_count.hpp"
@@ -23,7 +24,7 @@ namespace offload {
 /// helping to run queued work when called on a worker, so nested groups never deadlock, even on
 /// one worker. The first exception thrown by a task is rethrown by wait(); later ones are dropped.
 /// A task dropped by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled.
-/// Everything the tasks did happens-before wait() returns. The destructor waits (and swallows the
+/// Everything the tasks did, including destroying their callables, happens-before wait() returns. The destructor waits (and swallows the
 /// exception) if wait() was not called. run() and wait() may be called from any thread.
 class task_group {
  public:
@@ -41,10 +42,12 @@ class task_group {
   /// Spawns `fn()`. Throws offload::rejected if the executor no longer accepts work.
   template <class F>
   void run(F&& fn) {
+    // Built first: if building throws (allocation, the callable's copy), nothing was counted.
+    detail::task_node* node =
+        detail::make_task(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
     // relaxed: the task that decrements is published to its worker by the queue's ordering.
     m_state.fetch_add(1, std::memory_order_relaxed);
-    m_executor.post(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
-    // On rejection post() discarded the task, whose discard() already called finish_one().
+    m_executor.enqueue(node);  // on failure the node is discarded: discard() calls finish_one()
   }
 
   /// Waits for every task run so far; rethrows the first exception, then forgets it.
@@ -74,13 +77,14 @@ class task_group {
   template <class F>
   struct group_task {
     task_group* group;
-    F fn;
+    std::optional<F> fn;
     void operator()() {
       try {
-        fn();
+        (*fn)();
       } catch (...) {
         group->record(std::current_exception());
       }
+      fn.reset();  // captures are destroyed before wait() can return
       group->finish_one();
     }
     void discard(detail::discard_reason why) noexcept {

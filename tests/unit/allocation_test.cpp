@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "unit/test_support.hpp"
+
 namespace {
 std::atomic<long> g_allocations{0};
 }
@@ -39,14 +41,22 @@ namespace {
 
 constexpr int k_tasks = 2000;
 
-template <class Submit>
-long allocations_per_batch(offload::executor& ex, Submit submit_batch) {
-  for (int warm = 0; warm < 3; ++warm) {  // fill the block pools and the queue's block lists
+// Warms pools and queues to the largest in-flight count the measured batch can reach: the workers
+// are held on a gate while a warm-up batch is queued, so every task of it is in flight at once.
+// The measured batch then runs freely and can never exceed that peak.
+template <class Submit, class Finish = void (*)()>
+long allocations_per_batch(offload::executor& ex, Submit submit_batch, Finish finish = [] {}) {
+  for (int warm = 0; warm < 2; ++warm) {
+    offload_test::gate g;
+    for (unsigned w = 0; w < ex.worker_count(); ++w) ex.post([&g] { g.wait(); });
     submit_batch();
+    g.open();
+    finish();
     ex.wait_idle();
   }
   const long before = g_allocations.load();
   submit_batch();
+  finish();
   ex.wait_idle();
   return g_allocations.load() - before;
 }
@@ -69,13 +79,17 @@ TEST(Allocation, SubmitWithSmallResultIsNeverHeapAllocated) {
   std::array<long, 6> payload{1, 2, 3, 4, 5, 6};
   std::vector<offload::future<long>> futures;
   futures.reserve(k_tasks);
-  EXPECT_EQ(allocations_per_batch(ex, [&] {
-              futures.clear();
-              for (int i = 0; i < k_tasks; ++i) {
-                futures.push_back(ex.submit([payload] { return payload[5]; }));
-              }
-              for (auto& f : futures) f.wait();
-            }),
+  EXPECT_EQ(allocations_per_batch(
+                ex,
+                [&] {
+                  futures.clear();
+                  for (int i = 0; i < k_tasks; ++i) {
+                    futures.push_back(ex.submit([payload] { return payload[5]; }));
+                  }
+                },
+                [&] {
+                  for (auto& f : futures) f.wait();
+                }),
             0);
   EXPECT_EQ(futures.back().get(), 6);
 }

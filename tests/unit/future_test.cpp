@@ -211,3 +211,37 @@ TEST(Future, GetInsideTheOnlyWorkerHelps) {
 }
 
 }  // namespace
+
+namespace {
+
+// Sets a flag when destroyed (the last copy only).
+struct destruction_flag {
+  std::shared_ptr<std::atomic<bool>> flag;
+  ~destruction_flag() {
+    if (flag && flag.use_count() == 1) flag->store(true);
+  }
+};
+
+TEST(Future, CapturesAreDestroyedBeforeGetReturns) {
+  offload::executor ex{{.workers = 2}};
+  for (int i = 0; i < 1000; ++i) {
+    auto destroyed = std::make_shared<std::atomic<bool>>(false);
+    auto f = ex.submit([d = destruction_flag{destroyed}] { return 1; });
+    std::weak_ptr<std::atomic<bool>> watch = destroyed;
+    destroyed.reset();
+    f.get();
+    EXPECT_TRUE(watch.expired()) << "the task's capture outlived get()";
+  }
+}
+
+TEST(Promise, SetRacingWithCancelNeverThrows) {
+  for (int i = 0; i < 5000; ++i) {
+    offload::promise<int> p;
+    auto f = p.get_future();
+    std::thread canceller([&] { f.cancel(); });
+    EXPECT_NO_THROW(p.set_value(1));
+    canceller.join();
+  }
+}
+
+}  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
 #include <stdexcept>
 
 namespace {
@@ -64,5 +65,21 @@ TEST_P(TaskGroup, RunAfterShutdownIsRejectedAndWaitDoesNotHang) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, TaskGroup, ::testing::Values(1u, 2u, 4u));
+
+}  // namespace
+
+namespace {
+
+TEST(TaskGroupCaptures, AreDestroyedBeforeWaitReturns) {
+  offload::executor ex{{.workers = 2}};
+  for (int i = 0; i < 1000; ++i) {
+    auto token = std::make_shared<int>(0);
+    std::weak_ptr<int> watch = token;
+    offload::task_group g{ex};
+    g.run([t = std::move(token)] { (void)t; });
+    g.wait();
+    EXPECT_TRUE(watch.expired()) << "a task's capture outlived task_group::wait()";
+  }
+}
 
 }  // namespace

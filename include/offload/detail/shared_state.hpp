@@ -49,8 +49,6 @@ class shared_state_base {
     return m_phase.load(std::memory_order_acquire) == k_ready;
   }
 
-  bool is_cancelled() const noexcept { return is_ready() && m_cancelled; }
-
   /// Claims the right to run: pending → running. False if cancelled (or already claimed).
   bool try_start() noexcept {
     auto expected = k_pending;
@@ -62,24 +60,37 @@ class shared_state_base {
   /// Claims the right to set the result without running: pending → claimed.
   bool try_claim() noexcept {
     auto expected = k_pending;
+    // [K2] acq_rel / acquire on failure: a failed claim sees the winner's writes before its CAS,
+    // such as [K1].
     return m_phase.compare_exchange_strong(
-        expected, k_claimed, std::memory_order_acq_rel, std::memory_order_relaxed);
+        expected, k_claimed, std::memory_order_acq_rel, std::memory_order_acquire);
   }
 
   /// Resolves a pending state with offload::cancelled. True if it took effect.
   bool cancel(const char* why) noexcept {
+    // [K1] relaxed; published by the release half of the claim CAS below, which a producer whose
+    // claim fails reads with acquire ([K2] in try_claim()).
+    m_cancel_requested.store(true, std::memory_order_relaxed);
     if (!try_claim()) return false;
-    m_cancelled = true;
     m_exception = make_cancelled(why);
     publish();
     return true;
   }
 
-  /// Stores an exception as the result; the caller holds the claim (running or claimed).
+  /// True if cancel() was called. A producer whose claim failed uses it to tell "the consumer
+  /// cancelled" (ignore) from "already satisfied" (an error).
+  bool cancel_requested() const noexcept {
+    return m_cancel_requested.load(std::memory_order_relaxed);
+  }
+
+  /// Stores an exception as the result and publishes it; the caller holds the claim.
   void set_exception(std::exception_ptr e) noexcept {
-    m_exception = std::move(e);
+    store_exception(std::move(e));
     publish();
   }
+
+  /// Stores an exception without publishing (see publish()); the caller holds the claim.
+  void store_exception(std::exception_ptr e) noexcept { m_exception = std::move(e); }
 
   /// Blocks until ready: helps run tasks on a worker thread, spins briefly and then sleeps on
   /// other threads.
@@ -127,11 +138,10 @@ class shared_state_base {
 
   std::exception_ptr exception() const noexcept { return m_exception; }
 
- protected:
-  virtual ~shared_state_base() = default;
-  virtual void destroy() noexcept = 0;
-
-  /// Makes the result visible, wakes blocked waiters and fires continuations. Producer only.
+  /// Makes the stored result visible, wakes blocked waiters and fires continuations. Called once,
+  /// by the claim holder, after store_value()/store_exception().
+  /// (Tasks destroy their callable between storing and publishing, so a waiter never returns
+  /// while the task's captures are still being destroyed.)
   void publish() noexcept {
     // [S1] seq_cst store: release half pairs with [S2]; the seq_cst order pairs with the waiter's
     // seq_cst increment of m_waiters [W1]: either we see the waiter below, or it sees `ready`.
@@ -146,6 +156,10 @@ class shared_state_base {
       list = next;
     }
   }
+
+ protected:
+  virtual ~shared_state_base() = default;
+  virtual void destroy() noexcept = 0;
 
  private:
   static constexpr int k_spin_before_block = 2000;
@@ -196,7 +210,7 @@ class shared_state_base {
   std::atomic<continuation*> m_continuations{nullptr};  // LIFO list; closed() once ready
   scheduler* m_scheduler;                               // runs then() continuations; may be null
   std::exception_ptr m_exception;                       // written by the claim holder only
-  bool m_cancelled = false;                             // written by the claim holder only
+  std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
 };
 
 /// The value slot type: void results are stored as std::monostate.
@@ -219,11 +233,17 @@ class shared_state final : public shared_state_base {
     }
   }
 
-  /// Stores the value; the caller holds the claim (running or claimed).
+  /// Stores the value and publishes it; the caller holds the claim (running or claimed).
   template <class... Args>
   void set_value(Args&&... args) {
-    m_value.emplace(std::forward<Args>(args)...);
+    store_value(std::forward<Args>(args)...);
     publish();
+  }
+
+  /// Stores the value without publishing (see publish()); the caller holds the claim.
+  template <class... Args>
+  void store_value(Args&&... args) {
+    m_value.emplace(std::forward<Args>(args)...);
   }
 
   /// Moves the result out (or rethrows the exception). Precondition: is_ready().

@@ -65,7 +65,7 @@ struct worker {
   chase_lev_deque<task_node*> deque;
   moodycamel::ConsumerToken inbox_token;  // owner only
   xorshift32 rng;                          // owner only
-  std::uint32_t ticks = 0;                 // owner only: tasks run, for inbox fairness
+  std::uint32_t ticks = 0;                 // owner only: task searches, for inbox fairness
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };
