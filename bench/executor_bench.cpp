@@ -7,14 +7,6 @@
 //   throughput/<peer>/P  100k empty tasks from P producer threads; ns per task
 //   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks)
 
-#include <benchmark/benchmark.h>
-#include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <tbb/task_arena.h>
-#include <tbb/task_group.h>
-
-#include <offload/offload.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +16,13 @@
 
 #include "peers/completion.hpp"
 #include "peers/mutex_pool.hpp"
+#include <benchmark/benchmark.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -47,7 +46,8 @@ void measure_latency(benchmark::State& state, bool cold, RoundTrip round_trip) {
   }
   std::sort(samples.begin(), samples.end());
   auto pct = [&](double p) {
-    return samples[std::min(samples.size() - 1, static_cast<std::size_t>(p * static_cast<double>(samples.size())))];
+    return samples[std::min(samples.size() - 1,
+                            static_cast<std::size_t>(p * static_cast<double>(samples.size())))];
   };
   state.counters["p50_ns"] = pct(0.50);
   state.counters["p99_ns"] = pct(0.99);
@@ -57,14 +57,18 @@ void measure_latency(benchmark::State& state, bool cold, RoundTrip round_trip) {
 void latency_offload(benchmark::State& state) {
   offload::executor ex{offload::executor_options{.workers = k_workers}};
   measure_latency(state, state.range(0) == 1, [&] {
-    benchmark::DoNotOptimize(ex.submit([] { return 1; }).get());
+    benchmark::DoNotOptimize(ex.submit([] {
+                                 return 1;
+                               }).get());
   });
 }
 void latency_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(k_workers), 0);  // 0 reserved: the caller only submits
   measure_latency(state, state.range(0) == 1, [&] {
     offload_bench::completion c;
-    arena.enqueue([&] { c.set(); });
+    arena.enqueue([&] {
+      c.set();
+    });
     c.wait();
   });
 }
@@ -72,21 +76,27 @@ void latency_asio(benchmark::State& state) {
   boost::asio::thread_pool pool(k_workers);
   measure_latency(state, state.range(0) == 1, [&] {
     offload_bench::completion c;
-    boost::asio::post(pool, [&] { c.set(); });
+    boost::asio::post(pool, [&] {
+      c.set();
+    });
     c.wait();
   });
   pool.join();
 }
 void latency_std_async(benchmark::State& state) {
   measure_latency(state, state.range(0) == 1, [&] {
-    benchmark::DoNotOptimize(std::async(std::launch::async, [] { return 1; }).get());
+    benchmark::DoNotOptimize(std::async(std::launch::async, [] {
+                               return 1;
+                             }).get());
   });
 }
 void latency_mutex_pool(benchmark::State& state) {
   offload_bench::mutex_pool pool(k_workers);
   measure_latency(state, state.range(0) == 1, [&] {
     offload_bench::completion c;
-    pool.post([&] { c.set(); });
+    pool.post([&] {
+      c.set();
+    });
     c.wait();
   });
 }
@@ -106,15 +116,22 @@ void measure_throughput(benchmark::State& state, Submit submit, WaitAll wait_all
     for (auto& t : threads) t.join();
     wait_all();
   }
-  state.counters["ns_per_task"] = benchmark::Counter(
-      static_cast<double>(k_tasks) * static_cast<double>(state.iterations()),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_task"] =
+      benchmark::Counter(static_cast<double>(k_tasks) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.SetItemsProcessed(static_cast<std::int64_t>(k_tasks) * state.iterations());
 }
 
 void throughput_offload(benchmark::State& state) {
   offload::executor ex{offload::executor_options{.workers = k_workers}};
-  measure_throughput(state, [&] { ex.post([] {}); }, [&] { ex.wait_idle(); });
+  measure_throughput(
+      state,
+      [&] {
+        ex.post([] {});
+      },
+      [&] {
+        ex.wait_idle();
+      });
 }
 void throughput_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(k_workers), 0);
@@ -123,7 +140,9 @@ void throughput_tbb(benchmark::State& state) {
       state,
       [&] {
         left.fetch_add(1, std::memory_order_relaxed);
-        arena.enqueue([&] { left.fetch_sub(1, std::memory_order_release); });
+        arena.enqueue([&] {
+          left.fetch_sub(1, std::memory_order_release);
+        });
       },
       [&] {
         while (left.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -136,7 +155,9 @@ void throughput_asio(benchmark::State& state) {
       state,
       [&] {
         left.fetch_add(1, std::memory_order_relaxed);
-        boost::asio::post(pool, [&] { left.fetch_sub(1, std::memory_order_release); });
+        boost::asio::post(pool, [&] {
+          left.fetch_sub(1, std::memory_order_release);
+        });
       },
       [&] {
         while (left.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -150,7 +171,9 @@ void throughput_mutex_pool(benchmark::State& state) {
       state,
       [&] {
         left.fetch_add(1, std::memory_order_relaxed);
-        pool.post([&] { left.fetch_sub(1, std::memory_order_release); });
+        pool.post([&] {
+          left.fetch_sub(1, std::memory_order_release);
+        });
       },
       [&] {
         while (left.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -158,19 +181,25 @@ void throughput_mutex_pool(benchmark::State& state) {
 }
 
 int fib_offload(offload::executor& ex, int n) {
-  if (n < 2) return n;
+  if (n < 2)
+    return n;
   int a = 0;
   offload::task_group g{ex};
-  g.run([&] { a = fib_offload(ex, n - 1); });
+  g.run([&] {
+    a = fib_offload(ex, n - 1);
+  });
   const int b = fib_offload(ex, n - 2);
   g.wait();
   return a + b;
 }
 int fib_tbb(int n) {
-  if (n < 2) return n;
+  if (n < 2)
+    return n;
   int a = 0;
   tbb::task_group g;
-  g.run([&] { a = fib_tbb(n - 1); });
+  g.run([&] {
+    a = fib_tbb(n - 1);
+  });
   const int b = fib_tbb(n - 2);
   g.wait();
   return a + b;
@@ -178,32 +207,102 @@ int fib_tbb(int n) {
 
 void fib30_offload(benchmark::State& state) {
   offload::executor ex{offload::executor_options{.workers = k_workers}};
-  for (auto _ : state) benchmark::DoNotOptimize(ex.submit([&] { return fib_offload(ex, 30); }).get());
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ex.submit([&] {
+                                 return fib_offload(ex, 30);
+                               }).get());
 }
 void fib30_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(k_workers));
   for (auto _ : state) {
     int r = 0;
-    arena.execute([&] { r = fib_tbb(30); });
+    arena.execute([&] {
+      r = fib_tbb(30);
+    });
     benchmark::DoNotOptimize(r);
   }
 }
 
 }  // namespace
 
-BENCHMARK(latency_offload)->Name("latency/offload")->ArgName("cold")->Arg(0)->Iterations(20000)->UseRealTime();
-BENCHMARK(latency_tbb)->Name("latency/tbb")->ArgName("cold")->Arg(0)->Iterations(20000)->UseRealTime();
-BENCHMARK(latency_asio)->Name("latency/asio")->ArgName("cold")->Arg(0)->Iterations(20000)->UseRealTime();
-BENCHMARK(latency_std_async)->Name("latency/std_async")->ArgName("cold")->Arg(0)->Iterations(5000)->UseRealTime();
-BENCHMARK(latency_mutex_pool)->Name("latency/mutex_pool")->ArgName("cold")->Arg(0)->Iterations(20000)->UseRealTime();
-BENCHMARK(latency_offload)->Name("latency/offload")->ArgName("cold")->Arg(1)->Iterations(200)->UseRealTime();
-BENCHMARK(latency_tbb)->Name("latency/tbb")->ArgName("cold")->Arg(1)->Iterations(200)->UseRealTime();
-BENCHMARK(latency_asio)->Name("latency/asio")->ArgName("cold")->Arg(1)->Iterations(200)->UseRealTime();
-BENCHMARK(latency_mutex_pool)->Name("latency/mutex_pool")->ArgName("cold")->Arg(1)->Iterations(200)->UseRealTime();
-BENCHMARK(throughput_offload)->Name("throughput/offload")->ArgName("producers")->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(throughput_tbb)->Name("throughput/tbb")->ArgName("producers")->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(throughput_asio)->Name("throughput/asio")->ArgName("producers")->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(throughput_mutex_pool)->Name("throughput/mutex_pool")->ArgName("producers")->Arg(1)->Arg(2)->UseRealTime();
+BENCHMARK(latency_offload)
+    ->Name("latency/offload")
+    ->ArgName("cold")
+    ->Arg(0)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_tbb)
+    ->Name("latency/tbb")
+    ->ArgName("cold")
+    ->Arg(0)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_asio)
+    ->Name("latency/asio")
+    ->ArgName("cold")
+    ->Arg(0)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_std_async)
+    ->Name("latency/std_async")
+    ->ArgName("cold")
+    ->Arg(0)
+    ->Iterations(5000)
+    ->UseRealTime();
+BENCHMARK(latency_mutex_pool)
+    ->Name("latency/mutex_pool")
+    ->ArgName("cold")
+    ->Arg(0)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_offload)
+    ->Name("latency/offload")
+    ->ArgName("cold")
+    ->Arg(1)
+    ->Iterations(200)
+    ->UseRealTime();
+BENCHMARK(latency_tbb)
+    ->Name("latency/tbb")
+    ->ArgName("cold")
+    ->Arg(1)
+    ->Iterations(200)
+    ->UseRealTime();
+BENCHMARK(latency_asio)
+    ->Name("latency/asio")
+    ->ArgName("cold")
+    ->Arg(1)
+    ->Iterations(200)
+    ->UseRealTime();
+BENCHMARK(latency_mutex_pool)
+    ->Name("latency/mutex_pool")
+    ->ArgName("cold")
+    ->Arg(1)
+    ->Iterations(200)
+    ->UseRealTime();
+BENCHMARK(throughput_offload)
+    ->Name("throughput/offload")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
+BENCHMARK(throughput_tbb)
+    ->Name("throughput/tbb")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
+BENCHMARK(throughput_asio)
+    ->Name("throughput/asio")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
+BENCHMARK(throughput_mutex_pool)
+    ->Name("throughput/mutex_pool")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
 BENCHMARK(fib30_offload)->Name("fib30/offload")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -16,7 +16,8 @@ class completion {
   }
   void wait() {
     for (int i = 0; i < 2000; ++i) {
-      if (m_done.load(std::memory_order_acquire) != 0) return;
+      if (m_done.load(std::memory_order_acquire) != 0)
+        return;
     }
     m_done.wait(0, std::memory_order_acquire);
   }

@@ -14,7 +14,10 @@ namespace offload_bench {
 class mutex_pool {
  public:
   explicit mutex_pool(unsigned workers) {
-    for (unsigned i = 0; i < workers; ++i) m_threads.emplace_back([this] { run(); });
+    for (unsigned i = 0; i < workers; ++i)
+      m_threads.emplace_back([this] {
+        run();
+      });
   }
   ~mutex_pool() {
     {
@@ -38,8 +41,11 @@ class mutex_pool {
       std::function<void()> fn;
       {
         std::unique_lock lock(m_mutex);
-        m_cv.wait(lock, [this] { return m_stop || !m_tasks.empty(); });
-        if (m_tasks.empty()) return;
+        m_cv.wait(lock, [this] {
+          return m_stop || !m_tasks.empty();
+        });
+        if (m_tasks.empty())
+          return;
         fn = std::move(m_tasks.front());
         m_tasks.pop();
       }

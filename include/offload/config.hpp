@@ -21,13 +21,17 @@
 // OFFLOAD_ASSERT checks a precondition in debug builds (or with OFFLOAD_ENABLE_ASSERTS). It is
 // never turned into an optimiser assumption.
 #if !defined(NDEBUG) || defined(OFFLOAD_ENABLE_ASSERTS)
-#define OFFLOAD_ASSERT(cond, msg)                                                           \
-  do {                                                                                      \
-    if (!(cond)) {                                                                          \
-      std::fprintf(stderr, "offload: assertion failed: %s (%s) at %s:%d\n", msg, #cond,     \
-                   __FILE__, __LINE__);                                                     \
-      std::abort();                                                                         \
-    }                                                                                       \
+#define OFFLOAD_ASSERT(cond, msg)                                   \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      std::fprintf(stderr,                                          \
+                   "offload: assertion failed: %s (%s) at %s:%d\n", \
+                   msg,                                             \
+                   #cond,                                           \
+                   __FILE__,                                        \
+                   __LINE__);                                       \
+      std::abort();                                                 \
+    }                                                               \
   } while (0)
 #else
 #define OFFLOAD_ASSERT(cond, msg) \

@@ -5,7 +5,6 @@
 /// bounded-spin parking.
 
 #include <atomic>
-#include <concurrentqueue/concurrentqueue.h>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -17,6 +16,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <concurrentqueue/concurrentqueue.h>
 
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/event_count.hpp"
@@ -31,11 +32,11 @@ namespace offload {
 
 /// Aggregate counters of an executor, summed from per-thread counters at the time of the call.
 struct executor_stats {
-  std::uint64_t submitted = 0;       ///< tasks accepted
-  std::uint64_t completed = 0;       ///< tasks finished, skipped as cancelled, or discarded
-  std::uint64_t failed_detached = 0; ///< fire-and-forget tasks that threw
-  std::uint64_t steals = 0;          ///< tasks taken from another worker's deque
-  std::uint64_t parks = 0;           ///< times a worker went to sleep
+  std::uint64_t submitted = 0;        ///< tasks accepted
+  std::uint64_t completed = 0;        ///< tasks finished, skipped as cancelled, or discarded
+  std::uint64_t failed_detached = 0;  ///< fire-and-forget tasks that threw
+  std::uint64_t steals = 0;           ///< tasks taken from another worker's deque
+  std::uint64_t parks = 0;            ///< times a worker went to sleep
 };
 
 /// A pool of worker threads that runs tasks.
@@ -65,7 +66,10 @@ class executor final : private detail::scheduler {
           i, static_cast<std::int64_t>(m_options.deque_capacity), m_inbox));
     }
     try {
-      for (auto& w : m_workers) w->thread = std::thread([this, raw = w.get()] { run_worker(*raw); });
+      for (auto& w : m_workers)
+        w->thread = std::thread([this, raw = w.get()] {
+          run_worker(*raw);
+        });
     } catch (...) {
       shutdown(shutdown_mode::cancel);
       throw;
@@ -93,8 +97,8 @@ class executor final : private detail::scheduler {
     auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
     detail::state_ref<R> state(detail::shared_state<R>::create(this));
     detail::state_ref<R> for_caller(state.get());  // the second of the two initial references
-    detail::task_node* node =
-        detail::make_task(detail::producing_task<R, decltype(call)>{std::move(state), std::move(call)});
+    detail::task_node* node = detail::make_task(
+        detail::producing_task<R, decltype(call)>{std::move(state), std::move(call)});
     enqueue(node);
     return detail::make_future(std::move(for_caller));
   }
@@ -115,7 +119,8 @@ class executor final : private detail::scheduler {
       throw std::logic_error("offload::executor::wait_idle() called from one of its own tasks");
     }
     for (int i = 0; i < k_idle_spin; ++i) {
-      if (quiescent()) return;
+      if (quiescent())
+        return;
       detail::cpu_relax();
     }
     for (;;) {
@@ -137,10 +142,12 @@ class executor final : private detail::scheduler {
       throw std::logic_error("offload::executor::shutdown() called from one of its own tasks");
     }
     std::lock_guard lock(m_shutdown_mutex);
-    if (m_phase.load(std::memory_order_relaxed) == phase::stopped) return;
+    if (m_phase.load(std::memory_order_relaxed) == phase::stopped)
+      return;
     // [X1] seq_cst; pairs with the producer's seq_cst store of its busy flag [X2]: either the
     // producer sees the new phase and rejects, or we see its flag below and wait for its enqueue.
-    if (mode == shutdown_mode::cancel) m_discard_queued.store(true, std::memory_order_relaxed);
+    if (mode == shutdown_mode::cancel)
+      m_discard_queued.store(true, std::memory_order_relaxed);
     m_phase.store(mode == shutdown_mode::drain ? phase::draining : phase::cancelling,
                   std::memory_order_seq_cst);
     {
@@ -150,11 +157,13 @@ class executor final : private detail::scheduler {
         while (p->busy.load(std::memory_order_seq_cst)) std::this_thread::yield();
       }
     }
-    if (mode == shutdown_mode::drain) wait_idle();
+    if (mode == shutdown_mode::drain)
+      wait_idle();
     m_phase.store(phase::stopped, std::memory_order_seq_cst);
     m_idle.notify_all();
     for (auto& w : m_workers) {
-      if (w->thread.joinable()) w->thread.join();
+      if (w->thread.joinable())
+        w->thread.join();
     }
     discard_leftovers();  // workers are gone: this thread may act as every deque's owner
   }
@@ -185,14 +194,14 @@ class executor final : private detail::scheduler {
 
   static constexpr int k_idle_spin = 1000;
   static constexpr std::uint32_t k_inbox_interval = 61;  // searches between inbox-first checks
-  static constexpr int k_steal_attempts = 2;              // retries of a victim on a lost race
+  static constexpr int k_steal_attempts = 2;             // retries of a victim on a lost race
 
   /// A thread that submits from outside the pool: its producer token and counters.
   struct producer {
     explicit producer(moodycamel::ConcurrentQueue<detail::task_node*>& q) : token(q) {}
-    moodycamel::ProducerToken token;   // used by its thread only
-    std::atomic<bool> busy{false};     // set while its thread is inside enqueue()
-    detail::owned_counter submitted;   // written by its thread only
+    moodycamel::ProducerToken token;  // used by its thread only
+    std::atomic<bool> busy{false};    // set while its thread is inside enqueue()
+    detail::owned_counter submitted;  // written by its thread only
     std::thread::id thread;
   };
 
@@ -276,14 +285,16 @@ class executor final : private detail::scheduler {
     thread_local cache_entry cache[4];
     thread_local unsigned next_victim = 0;
     for (auto& e : cache) {
-      if (e.uid == m_uid) return *e.p;
+      if (e.uid == m_uid)
+        return *e.p;
     }
     producer* found = nullptr;
     {
       std::lock_guard lock(m_producers_mutex);
       const auto me = std::this_thread::get_id();
       for (auto& p : m_producers) {
-        if (p->thread == me) found = p.get();
+        if (p->thread == me)
+          found = p.get();
       }
       if (found == nullptr) {
         m_producers.push_back(std::make_unique<producer>(m_inbox));
@@ -301,26 +312,32 @@ class executor final : private detail::scheduler {
   /// Finds a task for worker w: own deque (LIFO), injection queue, then stealing.
   detail::task_node* find_task(detail::worker& w) {
     detail::task_node* node = nullptr;
-    if (++w.ticks % k_inbox_interval == 0 && m_inbox.try_dequeue(w.inbox_token, node)) return node;
-    if (auto local = w.deque.pop()) return *local;
-    if (m_inbox.try_dequeue(w.inbox_token, node)) return node;
+    if (++w.ticks % k_inbox_interval == 0 && m_inbox.try_dequeue(w.inbox_token, node))
+      return node;
+    if (auto local = w.deque.pop())
+      return *local;
+    if (m_inbox.try_dequeue(w.inbox_token, node))
+      return node;
     return steal(w);
   }
 
   detail::task_node* steal(detail::worker& w) {
     const auto n = static_cast<std::uint32_t>(m_workers.size());
-    if (n < 2) return nullptr;
+    if (n < 2)
+      return nullptr;
     const std::uint32_t start = w.rng.next() % n;
     for (std::uint32_t i = 0; i < n; ++i) {
       detail::worker& victim = *m_workers[(start + i) % n];
-      if (&victim == &w) continue;
+      if (&victim == &w)
+        continue;
       for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
         auto r = victim.deque.steal();
         if (r.status == detail::steal_status::success) {
           w.counters.steals.add();
           return r.value;
         }
-        if (r.status == detail::steal_status::empty) break;
+        if (r.status == detail::steal_status::empty)
+          break;
       }
     }
     return nullptr;
@@ -342,7 +359,8 @@ class executor final : private detail::scheduler {
   }
 
   void report_detached_failure(std::exception_ptr e) noexcept {
-    if (!m_options.on_task_error) return;
+    if (!m_options.on_task_error)
+      return;
     try {
       m_options.on_task_error(std::move(e));
     } catch (...) {  // the handler must not throw; if it does, the process still survives
@@ -352,13 +370,17 @@ class executor final : private detail::scheduler {
   /// Looks for work for up to the spin budget. Returns a task or null.
   detail::task_node* spin_for_task(detail::worker& w) {
     const auto budget = m_options.spin_before_park;
-    if (budget <= std::chrono::nanoseconds::zero()) return nullptr;
+    if (budget <= std::chrono::nanoseconds::zero())
+      return nullptr;
     const auto until = std::chrono::steady_clock::now() + budget;
     for (unsigned i = 0;; ++i) {
       for (int k = 0; k < 32; ++k) detail::cpu_relax();
-      if (detail::task_node* node = find_task(w)) return node;
-      if (m_phase.load(std::memory_order_relaxed) == phase::stopped) return nullptr;
-      if ((i & 7) == 7 && std::chrono::steady_clock::now() >= until) return nullptr;
+      if (detail::task_node* node = find_task(w))
+        return node;
+      if (m_phase.load(std::memory_order_relaxed) == phase::stopped)
+        return nullptr;
+      if ((i & 7) == 7 && std::chrono::steady_clock::now() >= until)
+        return nullptr;
     }
   }
 

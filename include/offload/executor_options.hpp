@@ -36,7 +36,8 @@ struct executor_options {
 
   /// Effective worker count after applying the default.
   unsigned resolved_workers() const noexcept {
-    if (workers != 0) return workers;
+    if (workers != 0)
+      return workers;
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : hw;
   }
@@ -44,10 +45,9 @@ struct executor_options {
   /// Throws std::invalid_argument naming the first invalid field and its accepted range.
   void validate() const {
     if (workers > k_max_workers) {
-      throw std::invalid_argument("offload::executor_options.workers must be in [0, " +
-                                  std::to_string(k_max_workers) +
-                                  "] (0 = one per hardware thread), got " +
-                                  std::to_string(workers));
+      throw std::invalid_argument(
+          "offload::executor_options.workers must be in [0, " + std::to_string(k_max_workers) +
+          "] (0 = one per hardware thread), got " + std::to_string(workers));
     }
     if (spin_before_park < std::chrono::nanoseconds::zero() ||
         spin_before_park > std::chrono::seconds(1)) {

@@ -40,11 +40,13 @@ class state_ref {
   }
   ~state_ref() { reset(); }
   state_ref copy() const noexcept {
-    if (m_state) m_state->add_ref();
+    if (m_state)
+      m_state->add_ref();
     return state_ref(m_state);
   }
   void reset() noexcept {
-    if (m_state) std::exchange(m_state, nullptr)->release();
+    if (m_state)
+      std::exchange(m_state, nullptr)->release();
   }
   shared_state<T>* get() const noexcept { return m_state; }
   shared_state<T>* operator->() const noexcept { return m_state; }
@@ -77,7 +79,8 @@ struct producing_task {
   state_ref<T> state;
   std::optional<F> fn;
   void operator()() {
-    if (!state->try_start()) return;  // cancelled while queued: never runs
+    if (!state->try_start())
+      return;  // cancelled while queued: never runs
     store_result(*state.get(), *fn);
     fn.reset();
     state->publish();
@@ -177,7 +180,8 @@ class future {
   explicit future(detail::state_ref<T> s) noexcept : m_state(std::move(s)) {}
 
   void check() const {
-    if (!m_state) throw std::future_error(std::future_errc::no_state);
+    if (!m_state)
+      throw std::future_error(std::future_errc::no_state);
   }
 
   detail::state_ref<T> m_state;
@@ -211,8 +215,10 @@ class promise {
 
   /// The future of this promise; once only.
   future<T> get_future() {
-    if (!m_state) throw std::future_error(std::future_errc::no_state);
-    if (m_future_taken) throw std::future_error(std::future_errc::future_already_retrieved);
+    if (!m_state)
+      throw std::future_error(std::future_errc::no_state);
+    if (m_future_taken)
+      throw std::future_error(std::future_errc::future_already_retrieved);
     m_future_taken = true;
     m_state->add_ref();
     return detail::make_future(detail::state_ref<T>(m_state.get()));
@@ -220,12 +226,14 @@ class promise {
 
   template <class... Args>
   void set_value(Args&&... args) {
-    if (!claim()) return;
+    if (!claim())
+      return;
     m_state->set_value(std::forward<Args>(args)...);
   }
 
   void set_exception(std::exception_ptr e) {
-    if (!claim()) return;
+    if (!claim())
+      return;
     m_state->set_exception(std::move(e));
   }
 
@@ -233,13 +241,17 @@ class promise {
   // The state starts with two references: the promise's, and one reserved for the future.
   // get_future() takes a new one, so the reserved one is dropped here when unused.
   bool claim() {
-    if (!m_state) throw std::future_error(std::future_errc::no_state);
-    if (m_state->try_claim()) return true;
-    if (m_state->cancel_requested()) return false;  // the consumer gave up: nothing to deliver
+    if (!m_state)
+      throw std::future_error(std::future_errc::no_state);
+    if (m_state->try_claim())
+      return true;
+    if (m_state->cancel_requested())
+      return false;  // the consumer gave up: nothing to deliver
     throw std::future_error(std::future_errc::promise_already_satisfied);
   }
   void abandon() noexcept {
-    if (!m_state) return;
+    if (!m_state)
+      return;
     if (m_state->try_claim()) {
       m_state->set_exception(
           std::make_exception_ptr(std::future_error(std::future_errc::broken_promise)));
@@ -268,7 +280,8 @@ struct then_step {
   std::optional<F> fn;
 
   void operator()() {
-    if (!result->try_start()) return;  // the continuation's future was cancelled
+    if (!result->try_start())
+      return;  // the continuation's future was cancelled
     store_result(*result.get(), [this]() -> U {
       if constexpr (std::is_void_v<T>) {
         antecedent->take();
@@ -302,8 +315,10 @@ struct then_continuation final : continuation {
     } catch (...) {
       // Out of memory, or the executor no longer accepts work (offload::rejected): resolve the
       // continuation's future with that reason rather than drop it.
-      if (result->try_claim()) result->set_exception(std::current_exception());
-      if (node != nullptr) discard_task(node, discard_reason::rejected);
+      if (result->try_claim())
+        result->set_exception(std::current_exception());
+      if (node != nullptr)
+        discard_task(node, discard_reason::rejected);
     }
   }
   then_step<T, U, F> step;

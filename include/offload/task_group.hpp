@@ -24,8 +24,9 @@ namespace offload {
 /// helping to run queued work when called on a worker, so nested groups never deadlock, even on
 /// one worker. The first exception thrown by a task is rethrown by wait(); later ones are dropped.
 /// A task dropped by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled.
-/// Everything the tasks did, including destroying their callables, happens-before wait() returns. The destructor waits (and swallows the
-/// exception) if wait() was not called. run() and wait() may be called from any thread.
+/// Everything the tasks did, including destroying their callables, happens-before wait() returns.
+/// The destructor waits (and swallows the exception) if wait() was not called. run() and wait() may
+/// be called from any thread.
 class task_group {
  public:
   explicit task_group(executor& ex) noexcept : m_executor(ex) {}
@@ -54,7 +55,9 @@ class task_group {
   void wait() {
     if (pending() != 0) {
       if (detail::tl_current_scheduler != nullptr) {
-        detail::tl_current_scheduler->help_until([this] { return pending() == 0; });
+        detail::tl_current_scheduler->help_until([this] {
+          return pending() == 0;
+        });
       } else {
         block();
       }
@@ -66,7 +69,8 @@ class task_group {
         e = std::exchange(m_error, nullptr);
         m_has_error.store(false, std::memory_order_relaxed);
       }
-      if (e) std::rethrow_exception(e);
+      if (e)
+        std::rethrow_exception(e);
     }
   }
 
@@ -103,7 +107,8 @@ class task_group {
 
   void record(std::exception_ptr e) noexcept {
     std::lock_guard lock(m_error_mutex);  // failure path only
-    if (!m_error) m_error = std::move(e);
+    if (!m_error)
+      m_error = std::move(e);
     m_has_error.store(true, std::memory_order_release);
   }
 
@@ -113,12 +118,14 @@ class task_group {
     // [G2] acq_rel RMW: release pairs with [G3]/[G4]; RMWs on one word are totally ordered, so
     // either this sees k_blocked (and wakes) or the waiter's fetch_or [G4] sees the count at 0.
     const std::uint32_t prev = m_state.fetch_sub(1, std::memory_order_acq_rel);
-    if ((prev & k_count) == 1 && (prev & k_blocked) != 0) detail::futex_wake(m_state, INT32_MAX);
+    if ((prev & k_count) == 1 && (prev & k_blocked) != 0)
+      detail::futex_wake(m_state, INT32_MAX);
   }
 
   void block() {
     for (int i = 0; i < 2000; ++i) {
-      if (pending() == 0) return;
+      if (pending() == 0)
+        return;
       detail::cpu_relax();
     }
     // k_blocked stays set once a thread has blocked: later drains to zero then cost a wake-up

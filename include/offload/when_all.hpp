@@ -44,8 +44,10 @@ struct all_combinator {
   state_ref<Sequence> out;
   void on_ready(std::size_t) noexcept {
     // acq_rel: the last decrement sees every input's completion before moving the futures.
-    if (remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    if (!out->try_claim()) return;  // the output future was cancelled
+    if (remaining.fetch_sub(1, std::memory_order_acq_rel) != 1)
+      return;
+    if (!out->try_claim())
+      return;  // the output future was cancelled
     try {
       out->set_value(std::move(futures));
     } catch (...) {
@@ -62,7 +64,8 @@ struct any_combinator {
   Sequence futures;
   state_ref<when_any_result<Sequence>> out;
   void on_ready(std::size_t index) noexcept {
-    if (!out->try_claim()) return;  // not the first (or the output was cancelled)
+    if (!out->try_claim())
+      return;  // not the first (or the output was cancelled)
     try {
       out->set_value(when_any_result<Sequence>{index, std::move(futures)});
     } catch (...) {
@@ -106,7 +109,8 @@ future<std::tuple<future<T>...>> when_all(future<T>... inputs) {
   using seq = std::tuple<future<T>...>;
   auto out = detail::make_output_state<seq>();
   auto mine = detail::make_future(detail::state_ref<seq>(out.get()));
-  // One extra count, dropped below, so that no input can resolve the output before all are attached.
+  // One extra count, dropped below, so that no input can resolve the output before all are
+  // attached.
   auto c = std::make_shared<detail::all_combinator<seq>>(
       seq(std::move(inputs)...), sizeof...(T) + 1, std::move(out));
   detail::attach_tuple(c, std::index_sequence_for<T...>{});
@@ -134,8 +138,7 @@ future<when_any_result<std::tuple<future<T>...>>> when_any(future<T>... inputs) 
   using result = when_any_result<seq>;
   auto out = detail::make_output_state<result>();
   auto mine = detail::make_future(detail::state_ref<result>(out.get()));
-  auto c = std::make_shared<detail::any_combinator<seq>>(
-      seq(std::move(inputs)...), std::move(out));
+  auto c = std::make_shared<detail::any_combinator<seq>>(seq(std::move(inputs)...), std::move(out));
   detail::attach_tuple(c, std::index_sequence_for<T...>{});
   return mine;
 }
@@ -147,8 +150,7 @@ future<when_any_result<std::vector<future<T>>>> when_any(std::vector<future<T>> 
   using result = when_any_result<seq>;
   auto out = detail::make_output_state<result>();
   auto mine = detail::make_future(detail::state_ref<result>(out.get()));
-  auto c = std::make_shared<detail::any_combinator<seq>>(
-      std::move(inputs), std::move(out));
+  auto c = std::make_shared<detail::any_combinator<seq>>(std::move(inputs), std::move(out));
   detail::attach_vector(c);
   return mine;
 }

@@ -3,9 +3,12 @@
 // value is taken exactly once and that the owner's writes before push() are visible (no data race
 // on the payload) to whichever thread takes the value.
 
-#include <offload/detail/chase_lev_deque.hpp>
-
+// clang-format off: relacy_adapter.hpp must follow offload's headers (Relacy #defines
+// memory_order_* and new/delete).
 #include "relacy_adapter.hpp"
+
+#include <offload/detail/chase_lev_deque.hpp>
+// clang-format on
 
 namespace {
 
@@ -39,11 +42,13 @@ struct deque_test : rl::test_suite<deque_test, 3> {
         d->push(v);
       }
       for (int i = 0; i < 2; ++i) {
-        if (auto v = d->pop()) take(0, *v);
+        if (auto v = d->pop())
+          take(0, *v);
       }
     } else {
       auto r = d->steal();
-      if (r.status == offload::detail::steal_status::success) take(index, r.value);
+      if (r.status == offload::detail::steal_status::success)
+        take(index, r.value);
     }
   }
 
@@ -68,9 +73,11 @@ struct last_element_test : rl::test_suite<last_element_test, 2> {
   void thread(unsigned index) {
     if (index == 0) {
       d->push(7);
-      if (d->pop()) taken[0] = 1;
+      if (d->pop())
+        taken[0] = 1;
     } else {
-      if (d->steal().status == offload::detail::steal_status::success) taken[1] = 1;
+      if (d->steal().status == offload::detail::steal_status::success)
+        taken[1] = 1;
     }
   }
   void after() {
@@ -86,9 +93,11 @@ int main() {
   rl::test_params p;
   p.iteration_count = 200000;
   p.search_type = rl::random_scheduler_type;
-  if (!rl::simulate<deque_test>(p)) return 1;
+  if (!rl::simulate<deque_test>(p))
+    return 1;
   p.search_type = rl::fair_full_search_scheduler_type;
   p.iteration_count = 0;
-  if (!rl::simulate<last_element_test>(p)) return 1;
+  if (!rl::simulate<last_element_test>(p))
+    return 1;
   return 0;
 }

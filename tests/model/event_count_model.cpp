@@ -3,20 +3,24 @@
 // a notify, even when the condition is published with relaxed stores. A lost wake-up leaves a
 // thread blocked forever, which Relacy reports as a deadlock.
 
-#include <offload/detail/event_count.hpp>
-
+// clang-format off: relacy_adapter.hpp must follow offload's headers (Relacy #defines
+// memory_order_* and new/delete).
 #include "relacy_adapter.hpp"
+
+#include <offload/detail/event_count.hpp>
+// clang-format on
 
 namespace {
 
-using event_count = offload::detail::basic_event_count<offload_model::atomic,
-                                                       offload_model::model_platform>;
+using event_count =
+    offload::detail::basic_event_count<offload_model::atomic, offload_model::model_platform>;
 
 // The worker loop's protocol: look for work; if none, prepare, look again, then commit.
 template <class Take>
 void wait_for_item(event_count& ec, Take take) {
   for (;;) {
-    if (take()) return;
+    if (take())
+      return;
     auto key = ec.prepare_wait();
     if (take()) {
       ec.cancel_wait();
@@ -44,7 +48,9 @@ struct single_test : rl::test_suite<single_test, 2> {
       items->store(1, std::memory_order::relaxed);  // the weakest publication offload relies on
       ec->notify_one();
     } else {
-      wait_for_item(*ec, [&] { return items->load(std::memory_order::relaxed) == 1; });
+      wait_for_item(*ec, [&] {
+        return items->load(std::memory_order::relaxed) == 1;
+      });
     }
   }
   void after() {
@@ -69,8 +75,8 @@ struct pairs_test : rl::test_suite<pairs_test, 4> {
   bool take() {
     int n = items->load(std::memory_order::relaxed);
     while (n > 0) {
-      if (items->compare_exchange_weak(n, n - 1, std::memory_order::acquire,
-                                       std::memory_order::relaxed)) {
+      if (items->compare_exchange_weak(
+              n, n - 1, std::memory_order::acquire, std::memory_order::relaxed)) {
         return true;
       }
     }
@@ -81,7 +87,9 @@ struct pairs_test : rl::test_suite<pairs_test, 4> {
       items->fetch_add(1, std::memory_order::release);
       ec->notify_one();
     } else {
-      wait_for_item(*ec, [&] { return take(); });
+      wait_for_item(*ec, [&] {
+        return take();
+      });
     }
   }
   void after() {
@@ -97,9 +105,11 @@ int main() {
   rl::test_params p;
   p.search_type = rl::fair_full_search_scheduler_type;
   p.iteration_count = 0;
-  if (!rl::simulate<single_test>(p)) return 1;
+  if (!rl::simulate<single_test>(p))
+    return 1;
   p.search_type = rl::random_scheduler_type;
   p.iteration_count = 300000;
-  if (!rl::simulate<pairs_test>(p)) return 1;
+  if (!rl::simulate<pairs_test>(p))
+    return 1;
   return 0;
 }

@@ -4,22 +4,28 @@
 // Include the offload headers BEFORE this file: relacy.hpp #defines memory_order_* macros, so
 // only scoped enumerators (std::memory_order::relaxed) are used below.
 
-#include <relacy/relacy.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+
+#include <relacy/relacy.hpp>
 
 namespace offload_model {
 
 inline rl::memory_order to_rl(std::memory_order mo) {
   switch (mo) {
-    case std::memory_order::relaxed: return rl::mo_relaxed;
-    case std::memory_order::consume: return rl::mo_acquire;  // never used by offload
-    case std::memory_order::acquire: return rl::mo_acquire;
-    case std::memory_order::release: return rl::mo_release;
-    case std::memory_order::acq_rel: return rl::mo_acq_rel;
-    case std::memory_order::seq_cst: return rl::mo_seq_cst;
+    case std::memory_order::relaxed:
+      return rl::mo_relaxed;
+    case std::memory_order::consume:
+      return rl::mo_acquire;  // never used by offload
+    case std::memory_order::acquire:
+      return rl::mo_acquire;
+    case std::memory_order::release:
+      return rl::mo_release;
+    case std::memory_order::acq_rel:
+      return rl::mo_acq_rel;
+    case std::memory_order::seq_cst:
+      return rl::mo_seq_cst;
   }
   return rl::mo_seq_cst;
 }
@@ -41,7 +47,10 @@ class atomic {
   T fetch_sub(T v, std::memory_order mo = std::memory_order::seq_cst) {
     return m($).fetch_sub(v, to_rl(mo));
   }
-  bool compare_exchange_strong(T& expected, T desired, std::memory_order ok, std::memory_order fail) {
+  bool compare_exchange_strong(T& expected,
+                               T desired,
+                               std::memory_order ok,
+                               std::memory_order fail) {
     return m($).compare_exchange_strong(expected, desired, to_rl(ok), to_rl(fail));
   }
   bool compare_exchange_weak(T& expected, T desired, std::memory_order ok, std::memory_order fail) {

@@ -1,13 +1,13 @@
 // Many-thread soak tests with exactly-once accounting. Run in release and under TSan.
 
-#include <offload/offload.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <random>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -22,7 +22,9 @@ TEST(Stress, ManyProducersEachTaskRunsExactlyOnce) {
     producers.emplace_back([&, p] {
       for (int i = 0; i < k_per_producer; ++i) {
         const auto id = static_cast<std::size_t>(p * k_per_producer + i);
-        ex.post([&runs, id] { runs[id].fetch_add(1, std::memory_order_relaxed); });
+        ex.post([&runs, id] {
+          runs[id].fetch_add(1, std::memory_order_relaxed);
+        });
       }
     });
   }
@@ -37,14 +39,19 @@ void spawn_tree(offload::executor& ex, std::atomic<long>& leaves, int depth) {
     leaves.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  for (int i = 0; i < 2; ++i) ex.post([&ex, &leaves, depth] { spawn_tree(ex, leaves, depth - 1); });
+  for (int i = 0; i < 2; ++i)
+    ex.post([&ex, &leaves, depth] {
+      spawn_tree(ex, leaves, depth - 1);
+    });
 }
 
 TEST(Stress, StealingSpawnTreeCountsEveryLeaf) {
   for (unsigned workers : {2u, 4u}) {
     offload::executor ex{{.workers = workers}};
     std::atomic<long> leaves{0};
-    ex.post([&] { spawn_tree(ex, leaves, 16); });
+    ex.post([&] {
+      spawn_tree(ex, leaves, 16);
+    });
     ex.wait_idle();
     EXPECT_EQ(leaves.load(), 1L << 16);
     EXPECT_GT(ex.stats().steals, 0u);
@@ -59,8 +66,11 @@ TEST(Stress, CancelRacingWithRunHasOneWinner) {
   std::vector<offload::future<void>> futures;
   std::vector<bool> cancelled(k_tasks);
   for (int i = 0; i < k_tasks; ++i) {
-    futures.push_back(ex.submit([&runs, i] { runs[static_cast<std::size_t>(i)].fetch_add(1); }));
-    if (i % 2 == 0) cancelled[static_cast<std::size_t>(i)] = futures.back().cancel();
+    futures.push_back(ex.submit([&runs, i] {
+      runs[static_cast<std::size_t>(i)].fetch_add(1);
+    }));
+    if (i % 2 == 0)
+      cancelled[static_cast<std::size_t>(i)] = futures.back().cancel();
   }
   ex.wait_idle();
   for (int i = 0; i < k_tasks; ++i) {
@@ -81,7 +91,9 @@ TEST(Stress, ContinuationsAttachedDuringCompletion) {
   std::atomic<int> n{0};
   std::vector<offload::future<int>> chained;
   for (int i = 0; i < 20'000; ++i) {
-    chained.push_back(ex.submit([i] { return i; }).then([&n](int x) {
+    chained.push_back(ex.submit([i] {
+                          return i;
+                        }).then([&n](int x) {
       n.fetch_add(1);
       return x + 1;
     }));
@@ -105,7 +117,9 @@ TEST(Stress, PromisesAndWhenAllAcrossThreads) {
       for (int i = 0; i < 100; i += 2) ps[static_cast<std::size_t>(i)].set_value(i);
     });
     for (int i = 1; i < 100; i += 2) {
-      ex.post([&ps, i] { ps[static_cast<std::size_t>(i)].set_value(i); });
+      ex.post([&ps, i] {
+        ps[static_cast<std::size_t>(i)].set_value(i);
+      });
     }
     auto results = all.get();
     setter.join();
@@ -121,17 +135,23 @@ TEST(Stress, CreateAndDestroyWithWorkInFlight) {
   std::atomic<long> ran{0};
   for (int i = 0; i < 200; ++i) {
     offload::executor ex{{.workers = 2, .spin_before_park = std::chrono::microseconds(i % 3 * 20)}};
-    for (int k = 0; k < 100; ++k) ex.post([&] { ran.fetch_add(1); });
+    for (int k = 0; k < 100; ++k)
+      ex.post([&] {
+        ran.fetch_add(1);
+      });
   }
   EXPECT_EQ(ran.load(), 200 * 100);
 }
 
 // Fork-join under contention: many external threads each run a recursive group.
 int fib(offload::executor& ex, int n) {
-  if (n < 2) return n;
+  if (n < 2)
+    return n;
   int a = 0;
   offload::task_group g{ex};
-  g.run([&] { a = fib(ex, n - 1); });
+  g.run([&] {
+    a = fib(ex, n - 1);
+  });
   const int b = fib(ex, n - 2);
   g.wait();
   return a + b;
@@ -144,7 +164,10 @@ TEST(Stress, ConcurrentForkJoinFromManyThreads) {
   for (int c = 0; c < 4; ++c) {
     clients.emplace_back([&] {
       for (int i = 0; i < 5; ++i) {
-        if (ex.submit([&] { return fib(ex, 18); }).get() == 2584) ok.fetch_add(1);
+        if (ex.submit([&] {
+                return fib(ex, 18);
+              }).get() == 2584)
+          ok.fetch_add(1);
       }
     });
   }

@@ -1,9 +1,9 @@
 // The small-buffer claim: a task whose callable fits the inline buffer (at least 48 bytes) costs
 // no heap allocation on the submit -> run -> complete path, once pools and queues are warm.
 
-#include <offload/offload.hpp>
-
 #include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
 
 // The replaced operators below pair malloc/aligned_alloc with free, which is correct; GCC's
 // mismatch check cannot see that the replacements form one allocator.
@@ -23,19 +23,29 @@ std::atomic<long> g_allocations{0};
 // Counts every allocation in the process (all threads).
 void* operator new(std::size_t n) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  if (void* p = std::malloc(n == 0 ? 1 : n))
+    return p;
   throw std::bad_alloc();
 }
 void* operator new(std::size_t n, std::align_val_t a) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   const auto al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al))
+    return p;
   throw std::bad_alloc();
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
 
 namespace {
 
@@ -45,10 +55,14 @@ constexpr int k_tasks = 2000;
 // are held on a gate while a warm-up batch is queued, so every task of it is in flight at once.
 // The measured batch then runs freely and can never exceed that peak.
 template <class Submit, class Finish = void (*)()>
-long allocations_per_batch(offload::executor& ex, Submit submit_batch, Finish finish = [] {}) {
+long allocations_per_batch(
+    offload::executor& ex, Submit submit_batch, Finish finish = [] {}) {
   for (int warm = 0; warm < 2; ++warm) {
     offload_test::gate g;
-    for (unsigned w = 0; w < ex.worker_count(); ++w) ex.post([&g] { g.wait(); });
+    for (unsigned w = 0; w < ex.worker_count(); ++w)
+      ex.post([&g] {
+        g.wait();
+      });
     submit_batch();
     g.open();
     finish();
@@ -66,11 +80,14 @@ TEST(Allocation, InlineCallableIsNeverHeapAllocated) {
   offload::executor ex{{.workers = 2}};
   std::atomic<long> sum{0};
   std::array<long, 5> payload{1, 2, 3, 4, 5};  // 40 bytes + the 8-byte pointer below = 48
-  auto task = [payload, &sum] { sum.fetch_add(payload[4], std::memory_order_relaxed); };
+  auto task = [payload, &sum] {
+    sum.fetch_add(payload[4], std::memory_order_relaxed);
+  };
   static_assert(sizeof(task) == 48);
-  EXPECT_EQ(allocations_per_batch(ex, [&] {
-              for (int i = 0; i < k_tasks; ++i) ex.post(task);
-            }),
+  EXPECT_EQ(allocations_per_batch(ex,
+                                  [&] {
+                                    for (int i = 0; i < k_tasks; ++i) ex.post(task);
+                                  }),
             0);
 }
 
@@ -84,7 +101,9 @@ TEST(Allocation, SubmitWithSmallResultIsNeverHeapAllocated) {
                 [&] {
                   futures.clear();
                   for (int i = 0; i < k_tasks; ++i) {
-                    futures.push_back(ex.submit([payload] { return payload[5]; }));
+                    futures.push_back(ex.submit([payload] {
+                      return payload[5];
+                    }));
                   }
                 },
                 [&] {
@@ -97,11 +116,14 @@ TEST(Allocation, SubmitWithSmallResultIsNeverHeapAllocated) {
 TEST(Allocation, OversizedCallableIsBoxedOnce) {
   offload::executor ex{{.workers = 2}};
   std::array<char, 256> big{};
-  auto task = [big] { (void)big; };
+  auto task = [big] {
+    (void)big;
+  };
   static_assert(!offload::detail::k_fits_inline<decltype(task)>);
-  EXPECT_EQ(allocations_per_batch(ex, [&] {
-              for (int i = 0; i < k_tasks; ++i) ex.post(task);
-            }),
+  EXPECT_EQ(allocations_per_batch(ex,
+                                  [&] {
+                                    for (int i = 0; i < k_tasks; ++i) ex.post(task);
+                                  }),
             k_tasks);
 }
 

@@ -1,7 +1,3 @@
-#include <offload/offload.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <memory>
 #include <stdexcept>
@@ -10,6 +6,9 @@
 #include <vector>
 
 #include "unit/test_support.hpp"
+#include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -22,24 +21,50 @@ class Executor : public ::testing::TestWithParam<unsigned> {
 
 TEST_P(Executor, SubmitReturnsTheResult) {
   offload::executor ex{options()};
-  EXPECT_EQ(ex.submit([] { return 42; }).get(), 42);
+  EXPECT_EQ(ex.submit([] {
+                return 42;
+              }).get(),
+            42);
   EXPECT_EQ(ex.worker_count(), GetParam());
 }
 
 TEST_P(Executor, SubmitPassesArguments) {
   offload::executor ex{options()};
-  EXPECT_EQ(ex.submit([](int a, int b) { return a + b; }, 1, 2).get(), 3);
+  EXPECT_EQ(ex.submit(
+                  [](int a, int b) {
+                    return a + b;
+                  },
+                  1,
+                  2)
+                .get(),
+            3);
   auto p = std::make_unique<int>(5);
-  EXPECT_EQ(ex.submit([](std::unique_ptr<int> q) { return *q * 2; }, std::move(p)).get(), 10);
-  EXPECT_EQ(ex.submit([](const std::string& s) { return s + "!"; }, std::string("hi")).get(), "hi!");
+  EXPECT_EQ(ex.submit(
+                  [](std::unique_ptr<int> q) {
+                    return *q * 2;
+                  },
+                  std::move(p))
+                .get(),
+            10);
+  EXPECT_EQ(ex.submit(
+                  [](const std::string& s) {
+                    return s + "!";
+                  },
+                  std::string("hi"))
+                .get(),
+            "hi!");
 }
 
 TEST_P(Executor, MoveOnlyResultsAndVoid) {
   offload::executor ex{options()};
-  auto f = ex.submit([] { return std::make_unique<int>(9); });
+  auto f = ex.submit([] {
+    return std::make_unique<int>(9);
+  });
   EXPECT_EQ(*f.get(), 9);
   std::atomic<bool> ran{false};
-  ex.submit([&] { ran = true; }).get();
+  ex.submit([&] {
+      ran = true;
+    }).get();
   EXPECT_TRUE(ran.load());
 }
 
@@ -50,7 +75,9 @@ struct custom_error : std::runtime_error {
 
 TEST_P(Executor, ExceptionReachesTheFutureUnchanged) {
   offload::executor ex{options()};
-  auto f = ex.submit([]() -> int { throw custom_error(17); });
+  auto f = ex.submit([]() -> int {
+    throw custom_error(17);
+  });
   try {
     f.get();
     FAIL() << "expected custom_error";
@@ -63,7 +90,10 @@ TEST_P(Executor, ExceptionReachesTheFutureUnchanged) {
 TEST_P(Executor, PostRunsEveryTask) {
   offload::executor ex{options()};
   std::atomic<int> n{0};
-  for (int i = 0; i < 10'000; ++i) ex.post([&] { n.fetch_add(1, std::memory_order_relaxed); });
+  for (int i = 0; i < 10'000; ++i)
+    ex.post([&] {
+      n.fetch_add(1, std::memory_order_relaxed);
+    });
   ex.wait_idle();
   EXPECT_EQ(n.load(), 10'000);
   const auto s = ex.stats();
@@ -73,15 +103,18 @@ TEST_P(Executor, PostRunsEveryTask) {
 
 TEST_P(Executor, PostedExceptionIsCountedAndHandled) {
   std::atomic<int> handled{0};
-  offload::executor ex{offload::executor_options{
-      .workers = GetParam(), .on_task_error = [&](std::exception_ptr e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const custom_error& c) {
-          handled.fetch_add(c.code);
-        }
-      }}};
-  for (int i = 0; i < 10; ++i) ex.post([] { throw custom_error(1); });
+  offload::executor ex{
+      offload::executor_options{.workers = GetParam(), .on_task_error = [&](std::exception_ptr e) {
+                                  try {
+                                    std::rethrow_exception(e);
+                                  } catch (const custom_error& c) {
+                                    handled.fetch_add(c.code);
+                                  }
+                                }}};
+  for (int i = 0; i < 10; ++i)
+    ex.post([] {
+      throw custom_error(1);
+    });
   ex.wait_idle();
   EXPECT_EQ(handled.load(), 10);
   EXPECT_EQ(ex.stats().failed_detached, 10u);
@@ -91,7 +124,10 @@ TEST_P(Executor, TasksSpawnedInsideWorkersRun) {
   offload::executor ex{options()};
   std::atomic<int> n{0};
   ex.submit([&] {
-      for (int i = 0; i < 1000; ++i) ex.post([&] { n.fetch_add(1); });
+      for (int i = 0; i < 1000; ++i)
+        ex.post([&] {
+          n.fetch_add(1);
+        });
     }).get();
   ex.wait_idle();
   EXPECT_EQ(n.load(), 1000);
@@ -105,7 +141,9 @@ TEST_P(Executor, WaitIdleOnIdlePoolReturns) {
 
 TEST_P(Executor, WaitIdleFromATaskIsAnError) {
   offload::executor ex{options()};
-  auto f = ex.submit([&] { ex.wait_idle(); });
+  auto f = ex.submit([&] {
+    ex.wait_idle();
+  });
   EXPECT_THROW(f.get(), std::logic_error);
 }
 
@@ -113,7 +151,10 @@ TEST_P(Executor, ShutdownDrainRunsEverythingAccepted) {
   std::atomic<int> n{0};
   {
     offload::executor ex{options()};
-    for (int i = 0; i < 5000; ++i) ex.post([&] { n.fetch_add(1); });
+    for (int i = 0; i < 5000; ++i)
+      ex.post([&] {
+        n.fetch_add(1);
+      });
     ex.shutdown(offload::shutdown_mode::drain);
     EXPECT_EQ(n.load(), 5000);
     ex.shutdown();  // idempotent
@@ -125,7 +166,10 @@ TEST_P(Executor, DestructorDrains) {
   std::atomic<int> n{0};
   {
     offload::executor ex{options()};
-    for (int i = 0; i < 5000; ++i) ex.post([&] { n.fetch_add(1); });
+    for (int i = 0; i < 5000; ++i)
+      ex.post([&] {
+        n.fetch_add(1);
+      });
   }
   EXPECT_EQ(n.load(), 5000);
 }
@@ -141,11 +185,18 @@ TEST_P(Executor, ShutdownCancelResolvesQueuedFutures) {
       g.wait();
     }));
   }
-  offload_test::eventually([&] { return started.load() == static_cast<int>(GetParam()); });
+  offload_test::eventually([&] {
+    return started.load() == static_cast<int>(GetParam());
+  });
   std::atomic<int> ran{0};
   std::vector<offload::future<int>> queued;
-  for (int i = 0; i < 100; ++i) queued.push_back(ex.submit([&] { return ran.fetch_add(1); }));
-  std::thread stopper([&] { ex.shutdown(offload::shutdown_mode::cancel); });
+  for (int i = 0; i < 100; ++i)
+    queued.push_back(ex.submit([&] {
+      return ran.fetch_add(1);
+    }));
+  std::thread stopper([&] {
+    ex.shutdown(offload::shutdown_mode::cancel);
+  });
   std::this_thread::sleep_for(10ms);
   g.open();
   stopper.join();
@@ -156,9 +207,15 @@ TEST_P(Executor, ShutdownCancelResolvesQueuedFutures) {
 
 TEST_P(Executor, ContinuationsRunOnTheExecutor) {
   offload::executor ex{options()};
-  auto f = ex.submit([] { return 20; }).then([](int x) { return x * 2; }).then([](int x) {
-    return std::to_string(x + 2);
-  });
+  auto f = ex.submit([] {
+               return 20;
+             })
+               .then([](int x) {
+                 return x * 2;
+               })
+               .then([](int x) {
+                 return std::to_string(x + 2);
+               });
   EXPECT_EQ(f.get(), "42");
 }
 

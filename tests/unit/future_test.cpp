@@ -1,7 +1,3 @@
-#include <offload/offload.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <future>
 #include <stdexcept>
@@ -10,6 +6,9 @@
 #include <vector>
 
 #include "unit/test_support.hpp"
+#include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -23,7 +22,9 @@ TEST(Future, DefaultIsInvalid) {
 
 TEST(Future, GetInvalidatesAndIsReadyReports) {
   offload::executor ex{{.workers = 1}};
-  auto f = ex.submit([] { return 1; });
+  auto f = ex.submit([] {
+    return 1;
+  });
   f.wait();
   EXPECT_TRUE(f.is_ready());
   EXPECT_EQ(f.get(), 1);
@@ -46,9 +47,13 @@ TEST(Future, WaitForTimesOutThenSucceeds) {
 TEST(Future, CancelledQueuedTaskNeverRuns) {
   offload::executor ex{{.workers = 1}};
   offload_test::gate g;
-  auto blocker = ex.submit([&] { g.wait(); });
+  auto blocker = ex.submit([&] {
+    g.wait();
+  });
   std::atomic<bool> ran{false};
-  auto f = ex.submit([&] { ran = true; });
+  auto f = ex.submit([&] {
+    ran = true;
+  });
   EXPECT_TRUE(f.cancel());
   EXPECT_FALSE(f.cancel());  // already cancelled
   g.open();
@@ -67,7 +72,9 @@ TEST(Future, CancelOfARunningTaskHasNoEffect) {
     g.wait();
     return 5;
   });
-  offload_test::eventually([&] { return started.load(); });
+  offload_test::eventually([&] {
+    return started.load();
+  });
   EXPECT_FALSE(f.cancel());
   g.open();
   EXPECT_EQ(f.get(), 5);
@@ -76,7 +83,9 @@ TEST(Future, CancelOfARunningTaskHasNoEffect) {
 TEST(Future, ThenSkipsFunctionOnFailureAndForwardsTheException) {
   offload::executor ex{{.workers = 2}};
   std::atomic<bool> called{false};
-  auto f = ex.submit([]() -> int { throw std::out_of_range("boom"); }).then([&](int x) {
+  auto f = ex.submit([]() -> int {
+               throw std::out_of_range("boom");
+             }).then([&](int x) {
     called = true;
     return x;
   });
@@ -88,15 +97,22 @@ TEST(Future, ThenOnVoidAndOnReadyFuture) {
   offload::executor ex{{.workers = 2}};
   auto f = ex.submit([] {});
   f.wait();
-  EXPECT_EQ(f.then([] { return 7; }).get(), 7);
+  EXPECT_EQ(f.then([] {
+               return 7;
+             }).get(),
+            7);
 }
 
 TEST(Future, ThenAfterShutdownIsRejected) {
   offload::executor ex{{.workers = 1}};
-  auto f = ex.submit([] { return 1; });
+  auto f = ex.submit([] {
+    return 1;
+  });
   f.wait();
   ex.shutdown();
-  auto g = f.then([](int x) { return x; });
+  auto g = f.then([](int x) {
+    return x;
+  });
   EXPECT_THROW(g.get(), offload::rejected);
 }
 
@@ -104,7 +120,9 @@ TEST(Promise, SetValueFromAnotherThread) {
   offload::promise<std::string> p;
   auto f = p.get_future();
   EXPECT_THROW(p.get_future(), std::future_error);
-  std::thread t([&] { p.set_value("done"); });
+  std::thread t([&] {
+    p.set_value("done");
+  });
   EXPECT_EQ(f.get(), "done");
   t.join();
 }
@@ -137,14 +155,21 @@ TEST(Promise, SetTwiceThrowsAndSetAfterCancelIsIgnored) {
 
 TEST(Promise, ContinuationRunsInlineWithoutExecutor) {
   offload::promise<int> p;
-  auto f = p.get_future().then([](int x) { return x + 1; });
+  auto f = p.get_future().then([](int x) {
+    return x + 1;
+  });
   p.set_value(1);
   EXPECT_EQ(f.get(), 2);
 }
 
 TEST(WhenAll, TupleOfMixedTypes) {
   offload::executor ex{{.workers = 2}};
-  auto all = offload::when_all(ex.submit([] { return 1; }), ex.submit([] { return std::string("a"); }),
+  auto all = offload::when_all(ex.submit([] {
+    return 1;
+  }),
+                               ex.submit([] {
+                                 return std::string("a");
+                               }),
                                ex.submit([] {}));
   auto t = all.get();
   EXPECT_EQ(std::get<0>(t).get(), 1);
@@ -157,7 +182,8 @@ TEST(WhenAll, VectorKeepsPerElementExceptions) {
   std::vector<offload::future<int>> fs;
   for (int i = 0; i < 100; ++i) {
     fs.push_back(ex.submit([i] {
-      if (i == 50) throw std::runtime_error("fifty");
+      if (i == 50)
+        throw std::runtime_error("fifty");
       return i;
     }));
   }
@@ -180,7 +206,9 @@ TEST(WhenAny, ReportsTheFirstReady) {
     g.wait();
     return 1;
   });
-  auto fast = ex.submit([] { return 2; });
+  auto fast = ex.submit([] {
+    return 2;
+  });
   auto r = offload::when_any(std::move(slow), std::move(fast)).get();
   EXPECT_EQ(r.index, 1u);
   EXPECT_EQ(std::get<1>(r.futures).get(), 2);
@@ -204,7 +232,9 @@ TEST(WhenAny, VectorWithReadyInputs) {
 TEST(Future, GetInsideTheOnlyWorkerHelps) {
   offload::executor ex{{.workers = 1}};
   auto outer = ex.submit([&] {
-    auto inner = ex.submit([] { return 20; });
+    auto inner = ex.submit([] {
+      return 20;
+    });
     return inner.get() + 1;
   });
   EXPECT_EQ(outer.get(), 21);
@@ -218,7 +248,8 @@ namespace {
 struct destruction_flag {
   std::shared_ptr<std::atomic<bool>> flag;
   ~destruction_flag() {
-    if (flag && flag.use_count() == 1) flag->store(true);
+    if (flag && flag.use_count() == 1)
+      flag->store(true);
   }
 };
 
@@ -226,7 +257,9 @@ TEST(Future, CapturesAreDestroyedBeforeGetReturns) {
   offload::executor ex{{.workers = 2}};
   for (int i = 0; i < 1000; ++i) {
     auto destroyed = std::make_shared<std::atomic<bool>>(false);
-    auto f = ex.submit([d = destruction_flag{destroyed}] { return 1; });
+    auto f = ex.submit([d = destruction_flag{destroyed}] {
+      return 1;
+    });
     std::weak_ptr<std::atomic<bool>> watch = destroyed;
     destroyed.reset();
     f.get();
@@ -238,7 +271,9 @@ TEST(Promise, SetRacingWithCancelNeverThrows) {
   for (int i = 0; i < 5000; ++i) {
     offload::promise<int> p;
     auto f = p.get_future();
-    std::thread canceller([&] { f.cancel(); });
+    std::thread canceller([&] {
+      f.cancel();
+    });
     EXPECT_NO_THROW(p.set_value(1));
     canceller.join();
   }

@@ -1,9 +1,5 @@
 // One test per guarantee of docs/guarantees.md (numbering as in design.md).
 
-#include <offload/offload.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <ctime>
 #include <stdexcept>
@@ -12,6 +8,9 @@
 #include <vector>
 
 #include "unit/test_support.hpp"
+#include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -33,11 +32,10 @@ TEST(Guarantee, G1_EveryAcceptedTaskRunsOrIsResolved) {
         for (int i = 0; i < k_per_producer; ++i) {
           const int id = p * k_per_producer + i;
           try {
-            accepted[static_cast<std::size_t>(p)].emplace_back(
-                id, ex.submit([&runs, id] {
-                  runs[static_cast<std::size_t>(id)].fetch_add(1);
-                  return id;
-                }));
+            accepted[static_cast<std::size_t>(p)].emplace_back(id, ex.submit([&runs, id] {
+              runs[static_cast<std::size_t>(id)].fetch_add(1);
+              return id;
+            }));
           } catch (const offload::rejected&) {
             rejected.fetch_add(1);
           }
@@ -70,13 +68,23 @@ TEST(Guarantee, G2_TaskExceptionNeverTerminates) {
                           seen.fetch_add(1);
                           throw std::runtime_error("a throwing handler is survived too");
                         }}};
-  EXPECT_THROW(ex.submit([]() -> int { throw std::logic_error("f"); }).get(), std::logic_error);
-  ex.post([] { throw 42; });  // not even a std::exception
-  ex.post([] { throw std::runtime_error("r"); });
+  EXPECT_THROW(ex.submit([]() -> int {
+                   throw std::logic_error("f");
+                 }).get(),
+               std::logic_error);
+  ex.post([] {
+    throw 42;
+  });  // not even a std::exception
+  ex.post([] {
+    throw std::runtime_error("r");
+  });
   ex.wait_idle();
   EXPECT_EQ(seen.load(), 2);
   EXPECT_EQ(ex.stats().failed_detached, 2u);
-  EXPECT_EQ(ex.submit([] { return 1; }).get(), 1);  // the pool is still healthy
+  EXPECT_EQ(ex.submit([] {
+                return 1;
+              }).get(),
+            1);  // the pool is still healthy
 }
 
 // G3: waiting inside a worker never deadlocks, even with one worker: nested futures, nested task
@@ -84,7 +92,8 @@ TEST(Guarantee, G2_TaskExceptionNeverTerminates) {
 TEST(Guarantee, G3_WaitingInsideAWorkerNeverDeadlocks) {
   offload::executor ex{{.workers = 1}};
   std::function<int(int)> chain = [&](int depth) -> int {
-    if (depth == 0) return 0;
+    if (depth == 0)
+      return 0;
     return ex.submit(chain, depth - 1).get() + 1;
   };
   EXPECT_EQ(ex.submit(chain, 100).get(), 100);
@@ -95,7 +104,10 @@ TEST(Guarantee, G3_WaitingInsideAWorkerNeverDeadlocks) {
     for (int i = 0; i < 10; ++i) {
       outer.run([&] {
         offload::task_group inner{ex};
-        for (int j = 0; j < 10; ++j) inner.run([&] { n.fetch_add(1); });
+        for (int j = 0; j < 10; ++j)
+          inner.run([&] {
+            n.fetch_add(1);
+          });
         inner.wait();
       });
     }
@@ -106,8 +118,12 @@ TEST(Guarantee, G3_WaitingInsideAWorkerNeverDeadlocks) {
 
   offload::promise<int> p;
   auto pf = p.get_future();
-  auto waiter = ex.submit([&] { return pf.get(); });        // queued first, waits
-  ex.post([&] { p.set_value(7); });                          // queued second, fulfils
+  auto waiter = ex.submit([&] {
+    return pf.get();
+  });  // queued first, waits
+  ex.post([&] {
+    p.set_value(7);
+  });  // queued second, fulfils
   EXPECT_EQ(waiter.get(), 7);
 }
 
@@ -137,7 +153,10 @@ TEST(Guarantee, G4_IdleWorkersStopUsingCpu) {
 TEST(Guarantee, G6_SubmitAfterShutdownIsRejected) {
   offload::executor ex{{.workers = 2}};
   ex.shutdown();
-  EXPECT_THROW(ex.submit([] { return 1; }), offload::rejected);
+  EXPECT_THROW(ex.submit([] {
+    return 1;
+  }),
+               offload::rejected);
   EXPECT_THROW(ex.post([] {}), offload::rejected);
   try {
     ex.post([] {});

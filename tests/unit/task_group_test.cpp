@@ -1,18 +1,21 @@
-#include <offload/offload.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <memory>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
+#include <offload/offload.hpp>
+
 namespace {
 
 int fib(offload::executor& ex, int n) {
-  if (n < 2) return n;
+  if (n < 2)
+    return n;
   int a = 0;
   offload::task_group g{ex};
-  g.run([&] { a = fib(ex, n - 1); });
+  g.run([&] {
+    a = fib(ex, n - 1);
+  });
   const int b = fib(ex, n - 2);
   g.wait();
   return a + b;
@@ -22,18 +25,27 @@ class TaskGroup : public ::testing::TestWithParam<unsigned> {};
 
 TEST_P(TaskGroup, RecursiveFibonacci) {
   offload::executor ex{{.workers = GetParam()}};
-  EXPECT_EQ(ex.submit([&] { return fib(ex, 22); }).get(), 17711);
+  EXPECT_EQ(ex.submit([&] {
+                return fib(ex, 22);
+              }).get(),
+            17711);
 }
 
 TEST_P(TaskGroup, WaitFromOutsideThePool) {
   offload::executor ex{{.workers = GetParam()}};
   std::atomic<int> n{0};
   offload::task_group g{ex};
-  for (int i = 0; i < 1000; ++i) g.run([&] { n.fetch_add(1); });
+  for (int i = 0; i < 1000; ++i)
+    g.run([&] {
+      n.fetch_add(1);
+    });
   g.wait();
   EXPECT_EQ(n.load(), 1000);
   // Reusable after wait().
-  for (int i = 0; i < 10; ++i) g.run([&] { n.fetch_add(1); });
+  for (int i = 0; i < 10; ++i)
+    g.run([&] {
+      n.fetch_add(1);
+    });
   g.wait();
   EXPECT_EQ(n.load(), 1010);
 }
@@ -41,7 +53,10 @@ TEST_P(TaskGroup, WaitFromOutsideThePool) {
 TEST_P(TaskGroup, FirstExceptionIsRethrownOnce) {
   offload::executor ex{{.workers = GetParam()}};
   offload::task_group g{ex};
-  for (int i = 0; i < 10; ++i) g.run([] { throw std::runtime_error("x"); });
+  for (int i = 0; i < 10; ++i)
+    g.run([] {
+      throw std::runtime_error("x");
+    });
   EXPECT_THROW(g.wait(), std::runtime_error);
   g.wait();  // the exception was consumed
 }
@@ -51,7 +66,10 @@ TEST_P(TaskGroup, DestructorWaits) {
   std::atomic<int> n{0};
   {
     offload::task_group g{ex};
-    for (int i = 0; i < 100; ++i) g.run([&] { n.fetch_add(1); });
+    for (int i = 0; i < 100; ++i)
+      g.run([&] {
+        n.fetch_add(1);
+      });
   }
   EXPECT_EQ(n.load(), 100);
 }
@@ -76,7 +94,9 @@ TEST(TaskGroupCaptures, AreDestroyedBeforeWaitReturns) {
     auto token = std::make_shared<int>(0);
     std::weak_ptr<int> watch = token;
     offload::task_group g{ex};
-    g.run([t = std::move(token)] { (void)t; });
+    g.run([t = std::move(token)] {
+      (void)t;
+    });
     g.wait();
     EXPECT_TRUE(watch.expired()) << "a task's capture outlived task_group::wait()";
   }

@@ -48,12 +48,13 @@ class block_pool {
       m_local = m_remote.exchange(nullptr, std::memory_order_acquire);
       m_local_count = 0;  // unknown length; only used to bound the cache, recounted as we free
       if (m_local == nullptr) {
-        return ::operator new(k_block_size, std::align_val_t{k_cache_line});
+        return ::operator new (k_block_size, std::align_val_t{k_cache_line});
       }
     }
     free_block* b = m_local;
     m_local = b->next;
-    if (m_local_count > 0) --m_local_count;
+    if (m_local_count > 0)
+      --m_local_count;
     return b;
   }
 
@@ -62,7 +63,7 @@ class block_pool {
     auto* b = static_cast<free_block*>(p);
     if (home == &local()) {
       if (home->m_local_count >= k_block_cache_limit) {
-        ::operator delete(p, std::align_val_t{k_cache_line});
+        ::operator delete (p, std::align_val_t{k_cache_line});
         return;
       }
       b->next = home->m_local;

@@ -1,8 +1,8 @@
 #pragma once
 
 /// @file chase_lev_deque.hpp
-/// @brief Chase–Lev work-stealing deque with the C11 orderings of Lê, Pop, Cohen and Zappa Nardelli,
-/// "Correct and Efficient Work-Stealing for Weak Memory Models" (PPoPP'13, Fig. 1).
+/// @brief Chase–Lev work-stealing deque with the C11 orderings of Lê, Pop, Cohen and Zappa
+/// Nardelli, "Correct and Efficient Work-Stealing for Weak Memory Models" (PPoPP'13, Fig. 1).
 
 #include <atomic>
 #include <cstddef>
@@ -43,7 +43,8 @@ struct steal_result {
 /// owner taking the last element and a thief stealing it cannot both miss each other's update.
 ///
 /// Retired buffers are kept until destruction, because a thief may still read an old buffer after
-/// the owner grew it (the paper's choice too); growth doubles, so they sum to less than the live one.
+/// the owner grew it (the paper's choice too); growth doubles, so they sum to less than the live
+/// one.
 ///
 /// @tparam Atomic the atomic template; std::atomic in production, a Relacy adapter in model checks.
 template <class T, template <class> class Atomic = std::atomic>
@@ -86,7 +87,8 @@ class chase_lev_deque {
     // took is free to overwrite only after its read of the slot.
     const std::int64_t top = m_top.load(std::memory_order_acquire);
     buffer* buf = m_buffer.load(std::memory_order_relaxed);
-    if (bottom - top > buf->capacity() - 1) buf = grow(buf, top, bottom);
+    if (bottom - top > buf->capacity() - 1)
+      buf = grow(buf, top, bottom);
     buf->put(bottom, value);
     // [P1] release; pairs with the seq_cst (acquire) load of m_bottom in steal() [S1]: the slot
     // write and everything before push() are visible to the thief that sees the new bottom.
@@ -111,7 +113,8 @@ class chase_lev_deque {
       const bool won = m_top.compare_exchange_strong(
           top, top + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
       m_bottom.store(bottom + 1, std::memory_order_relaxed);
-      if (!won) return std::nullopt;
+      if (!won)
+        return std::nullopt;
     }
     return value;
   }
@@ -122,7 +125,8 @@ class chase_lev_deque {
     // steal()). [S1] the m_bottom load is also the acquire that pairs with [P1] in push().
     std::int64_t top = m_top.load(std::memory_order_seq_cst);
     const std::int64_t bottom = m_bottom.load(std::memory_order_seq_cst);
-    if (top >= bottom) return {steal_status::empty, T{}};
+    if (top >= bottom)
+      return {steal_status::empty, T{}};
     // [B1] acquire; pairs with the release store of m_buffer in grow() [B0].
     buffer* buf = m_buffer.load(std::memory_order_acquire);
     T value = buf->get(top);
@@ -149,7 +153,8 @@ class chase_lev_deque {
     for (std::int64_t i = top; i < bottom; ++i) bigger->put(i, old->get(i));
     buffer* raw = bigger.get();
     m_buffers.push_back(std::move(bigger));  // owner-only; old buffers stay alive for thieves
-    // [B0] release; pairs with [B1] in steal(): the copied slots are visible through the new buffer.
+    // [B0] release; pairs with [B1] in steal(): the copied slots are visible through the new
+    // buffer.
     m_buffer.store(raw, std::memory_order_release);
     return raw;
   }

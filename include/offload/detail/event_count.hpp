@@ -35,8 +35,13 @@ inline void futex_wait(std::atomic<std::uint32_t>& word,
     tsp = &ts;
   }
   // std::atomic<uint32_t> has the size and alignment of uint32_t (checked below).
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, tsp,
-          nullptr, 0);
+  syscall(SYS_futex,
+          reinterpret_cast<std::uint32_t*>(&word),
+          FUTEX_WAIT_PRIVATE,
+          expected,
+          tsp,
+          nullptr,
+          0);
 #else
   if (timeout.count() > 0) {
     std::this_thread::sleep_for(std::min(timeout, std::chrono::nanoseconds(50'000)));
@@ -49,8 +54,13 @@ inline void futex_wait(std::atomic<std::uint32_t>& word,
 /// Wakes up to `count` threads blocked in futex_wait on `word`.
 inline void futex_wake(std::atomic<std::uint32_t>& word, int count) {
 #if defined(__linux__)
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr,
-          nullptr, 0);
+  syscall(SYS_futex,
+          reinterpret_cast<std::uint32_t*>(&word),
+          FUTEX_WAKE_PRIVATE,
+          count,
+          nullptr,
+          nullptr,
+          0);
 #else
   if (count == 1) {
     word.notify_one();
@@ -67,7 +77,8 @@ struct os_platform {
   /// Whether the checker in use sees standalone fences. ThreadSanitizer does not, so under TSan
   /// the fence-based edges are expressed with RMWs instead (see [E1] and [E2']).
   static constexpr bool k_fences_checked = !OFFLOAD_TSAN;
-  static void wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+  static void wait(std::atomic<std::uint32_t>& word,
+                   std::uint32_t expected,
                    std::chrono::nanoseconds timeout) {
     futex_wait(word, expected, timeout);
   }
@@ -78,7 +89,6 @@ struct os_platform {
 #endif
   }
 };
-
 
 /// Event count: the condition-variable-without-a-mutex used for parking workers.
 ///
@@ -116,7 +126,8 @@ class basic_event_count {
     // order the caller's later non-seq_cst re-check reads; with both fences in the total order,
     // either the notifier's load sees our increment or our re-check sees the notifier's condition.
     // Under TSan the RMW-to-RMW release/acquire chain [E1]/[E2] gives the same edge, visibly.
-    if constexpr (Platform::k_fences_checked) Platform::fence_seq_cst();
+    if constexpr (Platform::k_fences_checked)
+      Platform::fence_seq_cst();
     // [E3] seq_cst load; with [E2] it orders our announcement before the caller's re-check, and its
     // acquire half pairs with the release of the epoch bump [E4], so a notify that bumped the epoch
     // before this load also published its condition to us.
@@ -130,7 +141,8 @@ class basic_event_count {
   /// spurious wake-up, or the timeout (zero = none).
   void commit_wait(key k, std::chrono::nanoseconds timeout = std::chrono::nanoseconds::zero()) {
     // [E5] acquire; pairs with [E4]: a wake-up that changed the epoch publishes the condition.
-    if (m_epoch.load(std::memory_order_acquire) == k.epoch) Platform::wait(m_epoch, k.epoch, timeout);
+    if (m_epoch.load(std::memory_order_acquire) == k.epoch)
+      Platform::wait(m_epoch, k.epoch, timeout);
     (void)m_epoch.load(std::memory_order_acquire);  // [E5'] acquire after waking; pairs with [E4]
     m_waiters.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -153,9 +165,11 @@ class basic_event_count {
     // release/acquire against the waiter's RMW [E2].
     if constexpr (Platform::k_fences_checked) {
       Platform::fence_seq_cst();
-      if (m_waiters.load(std::memory_order_seq_cst) == 0) return;
+      if (m_waiters.load(std::memory_order_seq_cst) == 0)
+        return;
     } else {
-      if (m_waiters.fetch_add(0, std::memory_order_seq_cst) == 0) return;
+      if (m_waiters.fetch_add(0, std::memory_order_seq_cst) == 0)
+        return;
     }
     // [E4] release RMW; pairs with [E3]/[E5]: a waiter that sees the new epoch sees the condition.
     m_epoch.fetch_add(1, std::memory_order_release);

@@ -71,7 +71,8 @@ class shared_state_base {
     // [K1] relaxed; published by the release half of the claim CAS below, which a producer whose
     // claim fails reads with acquire ([K2] in try_claim()).
     m_cancel_requested.store(true, std::memory_order_relaxed);
-    if (!try_claim()) return false;
+    if (!try_claim())
+      return false;
     m_exception = make_cancelled(why);
     publish();
     return true;
@@ -95,13 +96,17 @@ class shared_state_base {
   /// Blocks until ready: helps run tasks on a worker thread, spins briefly and then sleeps on
   /// other threads.
   void wait() const {
-    if (is_ready()) return;
+    if (is_ready())
+      return;
     if (scheduler* s = tl_current_scheduler) {
-      s->help_until([this] { return is_ready(); });
+      s->help_until([this] {
+        return is_ready();
+      });
       return;
     }
     for (int i = 0; i < k_spin_before_block; ++i) {
-      if (is_ready()) return;
+      if (is_ready())
+        return;
       cpu_relax();
     }
     block_until_ready(std::chrono::steady_clock::time_point::max());
@@ -109,7 +114,8 @@ class shared_state_base {
 
   /// Waits until ready or `deadline`; true if ready. Never helps (bounded time matters more).
   bool wait_until(std::chrono::steady_clock::time_point deadline) const {
-    if (is_ready()) return true;
+    if (is_ready())
+      return true;
     return block_until_ready(deadline);
   }
 
@@ -133,7 +139,8 @@ class shared_state_base {
   void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
     // [S5] acq_rel; the last owner sees every other owner's writes before destroying.
-    if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
+    if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
+      destroy();
   }
 
   std::exception_ptr exception() const noexcept { return m_exception; }
@@ -146,7 +153,8 @@ class shared_state_base {
     // [S1] seq_cst store: release half pairs with [S2]; the seq_cst order pairs with the waiter's
     // seq_cst increment of m_waiters [W1]: either we see the waiter below, or it sees `ready`.
     m_phase.store(k_ready, std::memory_order_seq_cst);
-    if (m_waiters.load(std::memory_order_seq_cst) != 0) futex_wake(m_phase, INT32_MAX);
+    if (m_waiters.load(std::memory_order_seq_cst) != 0)
+      futex_wake(m_phase, INT32_MAX);
     // [S3] acq_rel: acquire pairs with [S4] (the continuations' contents); release publishes the
     // closed marker for attach().
     continuation* list = m_continuations.exchange(closed(), std::memory_order_acq_rel);
@@ -191,7 +199,8 @@ class shared_state_base {
         break;
       }
       const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) break;
+      if (now >= deadline)
+        break;
       const auto left = deadline == std::chrono::steady_clock::time_point::max()
                             ? std::chrono::nanoseconds::zero()
                             : std::chrono::nanoseconds(deadline - now);
@@ -205,8 +214,8 @@ class shared_state_base {
   // (cancel, promise, discard). `ready` is terminal. Also the futex word of blocked waiters.
   static constexpr std::uint32_t k_pending = 0, k_running = 1, k_claimed = 2, k_ready = 3;
   mutable std::atomic<std::uint32_t> m_phase{k_pending};
-  mutable std::atomic<std::uint32_t> m_waiters{0};  // threads blocked in block_until_ready()
-  std::atomic<std::uint32_t> m_refs{2};             // the future and the producer
+  mutable std::atomic<std::uint32_t> m_waiters{0};      // threads blocked in block_until_ready()
+  std::atomic<std::uint32_t> m_refs{2};                 // the future and the producer
   std::atomic<continuation*> m_continuations{nullptr};  // LIFO list; closed() once ready
   scheduler* m_scheduler;                               // runs then() continuations; may be null
   std::exception_ptr m_exception;                       // written by the claim holder only
@@ -248,7 +257,8 @@ class shared_state final : public shared_state_base {
 
   /// Moves the result out (or rethrows the exception). Precondition: is_ready().
   stored_t<T> take() {
-    if (std::exception_ptr e = exception()) std::rethrow_exception(e);
+    if (std::exception_ptr e = exception())
+      std::rethrow_exception(e);
     return std::move(*m_value);
   }
 

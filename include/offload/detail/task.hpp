@@ -52,8 +52,8 @@ inline constexpr std::size_t k_task_inline_size = k_block_size - k_task_storage_
 static_assert(k_task_inline_size >= 48, "the small-buffer claim: at least 48 bytes inline");
 
 template <class F>
-inline constexpr bool k_fits_inline =
-    sizeof(F) <= k_task_inline_size && alignof(F) <= alignof(std::max_align_t);
+inline constexpr bool k_fits_inline = sizeof(F) <= k_task_inline_size &&
+                                      alignof(F) <= alignof(std::max_align_t);
 
 /// Adapts a callable F to the task protocol. F must provide `void operator()()` and may provide
 /// `void discard(discard_reason) noexcept` to resolve a future when dropped.
@@ -81,7 +81,8 @@ struct task_model {
     (*get(n))();
   }
   static void discard(task_node* n, discard_reason why) noexcept {
-    if constexpr (requires(F & f) { f.discard(why); }) get(n)->discard(why);
+    if constexpr (requires(F & f) { f.discard(why); })
+      get(n)->discard(why);
     destroy(n);
   }
   static constexpr task_ops ops{&run, &discard};

@@ -5,9 +5,10 @@
 /// victim-selection RNG and the worker's own counters.
 
 #include <atomic>
-#include <concurrentqueue/concurrentqueue.h>
 #include <cstdint>
 #include <thread>
+
+#include <concurrentqueue/concurrentqueue.h>
 
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/chase_lev_deque.hpp"
@@ -64,8 +65,8 @@ struct worker {
   unsigned index;
   chase_lev_deque<task_node*> deque;
   moodycamel::ConsumerToken inbox_token;  // owner only
-  xorshift32 rng;                          // owner only
-  std::uint32_t ticks = 0;                 // owner only: task searches, for inbox fairness
+  xorshift32 rng;                         // owner only
+  std::uint32_t ticks = 0;                // owner only: task searches, for inbox fairness
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };

@@ -1,11 +1,11 @@
-#include <offload/detail/block_pool.hpp>
-
-#include <gtest/gtest.h>
-
 #include <cstring>
 #include <set>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <offload/detail/block_pool.hpp>
 
 namespace {
 
@@ -38,7 +38,8 @@ TEST(BlockPool, RemoteFreesReturnToTheOwner) {
   int reused = 0;
   for (int i = 0; i < k_blocks; ++i) {
     auto b = allocate_block();
-    if (original.count(b.memory) != 0) ++reused;
+    if (original.count(b.memory) != 0)
+      ++reused;
     spare.push_back(b);
   }
   EXPECT_EQ(reused, k_blocks);
@@ -58,10 +59,12 @@ TEST(BlockPool, ConcurrentRemoteFreesLoseNothing) {
     std::set<void*> freed;
     for (auto& b : blocks) freed.insert(b.memory);
     std::thread t1([&] {
-      for (std::size_t i = 0; i < k_blocks; i += 2) block_pool::deallocate(blocks[i].home, blocks[i].memory);
+      for (std::size_t i = 0; i < k_blocks; i += 2)
+        block_pool::deallocate(blocks[i].home, blocks[i].memory);
     });
     std::thread t2([&] {
-      for (std::size_t i = 1; i < k_blocks; i += 2) block_pool::deallocate(blocks[i].home, blocks[i].memory);
+      for (std::size_t i = 1; i < k_blocks; i += 2)
+        block_pool::deallocate(blocks[i].home, blocks[i].memory);
     });
     t1.join();
     t2.join();
@@ -69,10 +72,13 @@ TEST(BlockPool, ConcurrentRemoteFreesLoseNothing) {
     // k_block_cache_limit other blocks, then the remote list must yield all of ours.
     std::set<void*> held;
     std::size_t back = 0;
-    for (std::size_t i = 0; i < k_blocks + offload::detail::k_block_cache_limit + 1 && back < k_blocks; ++i) {
+    for (std::size_t i = 0;
+         i < k_blocks + offload::detail::k_block_cache_limit + 1 && back < k_blocks;
+         ++i) {
       auto b = allocate_block();
       ASSERT_TRUE(held.insert(b.memory).second) << "a block was handed out twice";
-      if (freed.count(b.memory) != 0) ++back;
+      if (freed.count(b.memory) != 0)
+        ++back;
     }
     EXPECT_EQ(back, k_blocks);
     for (void* p : held) block_pool::deallocate(&block_pool::local(), p);

@@ -1,11 +1,11 @@
-#include <offload/detail/chase_lev_deque.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <offload/detail/chase_lev_deque.hpp>
 
 namespace {
 

@@ -1,10 +1,10 @@
-#include <offload/detail/event_count.hpp>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include <offload/detail/event_count.hpp>
 
 namespace {
 
@@ -20,8 +20,8 @@ TEST(EventCount, NotifyWithoutWaitersDoesNothing) {
 TEST(EventCount, CommitAfterNotifyReturnsAtOnce) {
   event_count ec;
   auto key = ec.prepare_wait();
-  ec.notify_one();     // happens between prepare and commit: commit must not sleep
-  ec.commit_wait(key); // would hang (test timeout) if the wake-up were lost
+  ec.notify_one();      // happens between prepare and commit: commit must not sleep
+  ec.commit_wait(key);  // would hang (test timeout) if the wake-up were lost
   EXPECT_EQ(ec.waiters_hint(), 0u);
 }
 
@@ -50,7 +50,8 @@ TEST(EventCount, NoLostWakeupsUnderPingPong) {
   auto try_take = [&] {
     int n = available.load(std::memory_order_acquire);
     while (n > 0) {
-      if (available.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) return true;
+      if (available.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel))
+        return true;
     }
     return false;
   };
