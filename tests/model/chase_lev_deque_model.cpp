@@ -3,11 +3,11 @@
 // value is taken exactly once and that the owner's writes before push() are visible (no data race
 // on the payload) to whichever thread takes the value.
 
-// clang-format off: relacy_adapter.hpp must follow offload's headers (Relacy #defines
-// memory_order_* and new/delete).
-#include "relacy_adapter.hpp"
-
+// relacy_adapter.hpp must follow offload's headers: Relacy #defines memory_order_* and
+// new/delete, which must not reach the offload headers.
+// clang-format off
 #include <offload/detail/chase_lev_deque.hpp>
+#include "relacy_adapter.hpp"
 // clang-format on
 
 namespace {

@@ -3,11 +3,11 @@
 // a notify, even when the condition is published with relaxed stores. A lost wake-up leaves a
 // thread blocked forever, which Relacy reports as a deadlock.
 
-// clang-format off: relacy_adapter.hpp must follow offload's headers (Relacy #defines
-// memory_order_* and new/delete).
-#include "relacy_adapter.hpp"
-
+// relacy_adapter.hpp must follow offload's headers: Relacy #defines memory_order_* and
+// new/delete, which must not reach the offload headers.
+// clang-format off
 #include <offload/detail/event_count.hpp>
+#include "relacy_adapter.hpp"
 // clang-format on
 
 namespace {
