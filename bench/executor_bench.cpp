@@ -5,7 +5,8 @@
 //   latency/<peer>/hot   submit -> result, back to back (workers awake); p50/p99/p999 in ns
 //   latency/<peer>/cold  the same after 5 ms idle (workers asleep)
 //   throughput/<peer>/P  100k empty tasks from P producer threads; ns per task
-//   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks)
+//   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks);
+//                        fib30/offload_futures does the same through submit() and future::get()
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <benchmark/benchmark.h>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 
@@ -28,6 +30,12 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 constexpr unsigned k_workers = 2;
+
+// oneTBB caps its workers at hardware_concurrency - 1 unless told otherwise, which would give it
+// one worker where every other peer has k_workers. Lift the cap for the whole run.
+void allow_tbb_workers() {
+  static tbb::global_control allow(tbb::global_control::max_allowed_parallelism, k_workers + 1);
+}
 
 // Records one latency sample per iteration and reports percentiles as counters.
 template <class RoundTrip>
@@ -63,6 +71,7 @@ void latency_offload(benchmark::State& state) {
   });
 }
 void latency_tbb(benchmark::State& state) {
+  allow_tbb_workers();
   tbb::task_arena arena(static_cast<int>(k_workers), 0);  // 0 reserved: the caller only submits
   measure_latency(state, state.range(0) == 1, [&] {
     offload_bench::completion c;
@@ -134,6 +143,7 @@ void throughput_offload(benchmark::State& state) {
       });
 }
 void throughput_tbb(benchmark::State& state) {
+  allow_tbb_workers();
   tbb::task_arena arena(static_cast<int>(k_workers), 0);
   std::atomic<int> left{0};
   measure_throughput(
@@ -192,6 +202,15 @@ int fib_offload(offload::executor& ex, int n) {
   g.wait();
   return a + b;
 }
+int fib_offload_futures(offload::executor& ex, int n) {
+  if (n < 2)
+    return n;
+  auto a = ex.submit([&ex, n] {
+    return fib_offload_futures(ex, n - 1);
+  });
+  const int b = fib_offload_futures(ex, n - 2);
+  return a.get() + b;
+}
 int fib_tbb(int n) {
   if (n < 2)
     return n;
@@ -212,7 +231,15 @@ void fib30_offload(benchmark::State& state) {
                                  return fib_offload(ex, 30);
                                }).get());
 }
+void fib30_offload_futures(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ex.submit([&] {
+                                 return fib_offload_futures(ex, 30);
+                               }).get());
+}
 void fib30_tbb(benchmark::State& state) {
+  allow_tbb_workers();
   tbb::task_arena arena(static_cast<int>(k_workers));
   for (auto _ : state) {
     int r = 0;
@@ -259,25 +286,25 @@ BENCHMARK(latency_offload)
     ->Name("latency/offload")
     ->ArgName("cold")
     ->Arg(1)
-    ->Iterations(200)
+    ->Iterations(500)
     ->UseRealTime();
 BENCHMARK(latency_tbb)
     ->Name("latency/tbb")
     ->ArgName("cold")
     ->Arg(1)
-    ->Iterations(200)
+    ->Iterations(500)
     ->UseRealTime();
 BENCHMARK(latency_asio)
     ->Name("latency/asio")
     ->ArgName("cold")
     ->Arg(1)
-    ->Iterations(200)
+    ->Iterations(500)
     ->UseRealTime();
 BENCHMARK(latency_mutex_pool)
     ->Name("latency/mutex_pool")
     ->ArgName("cold")
     ->Arg(1)
-    ->Iterations(200)
+    ->Iterations(500)
     ->UseRealTime();
 BENCHMARK(throughput_offload)
     ->Name("throughput/offload")
@@ -304,6 +331,10 @@ BENCHMARK(throughput_mutex_pool)
     ->Arg(2)
     ->UseRealTime();
 BENCHMARK(fib30_offload)->Name("fib30/offload")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(fib30_offload_futures)
+    ->Name("fib30/offload_futures")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

