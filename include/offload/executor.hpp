@@ -14,6 +14,7 @@
 #include <thread>
 #include <tuple>
 #include <type_traits>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -23,10 +24,16 @@
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/task.hpp"
+#include "offload/detail/tick_clock.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
 #include "offload/future.hpp"
+#include "offload/health.hpp"
+#include "offload/lane.hpp"
+#include "offload/metrics.hpp"
+#include "offload/task_events.hpp"
+#include "offload/task_options.hpp"
 
 namespace offload {
 
@@ -41,13 +48,14 @@ struct executor_stats {
 
 /// A pool of worker threads that runs tasks.
 ///
-/// Path of a task: submit() from outside the pool puts it on the lock-free injection queue
+/// Path of a task: submit() from outside the pool puts it on its lane's lock-free injection queue
 /// (moodycamel ConcurrentQueue, with a producer token per submitting thread); submit() from
-/// inside a worker pushes it on that worker's Chase–Lev deque. Workers pop their own deque LIFO,
-/// take from the injection queue (checked first on every k_inbox_interval-th search, so it is
-/// never starved by local work), and steal FIFO from random victims. An idle worker spins for
-/// executor_options::spin_before_park, then sleeps on an event count; a submission makes a
-/// syscall only if a worker sleeps.
+/// inside a worker pushes it on that worker's Chase–Lev deque for the lane. For each lane from
+/// critical down, a worker pops its own deque LIFO, takes from the injection queue (checked first
+/// on every k_inbox_interval-th search, so it is never starved by local work), and steals FIFO
+/// from random victims; every starvation_guard-th task it serves a lower lane first. An idle
+/// worker searches for executor_options::spin_before_park, then sleeps on an event count; a
+/// submission makes a syscall only if a worker sleeps.
 ///
 /// Guarantees (docs/guarantees.md): every accepted task runs exactly once or its future is
 /// resolved with a reason; a task's exception reaches its future unchanged and never terminates
@@ -59,11 +67,17 @@ class executor final : private detail::scheduler {
   /// Starts the workers. Throws std::invalid_argument for invalid options.
   explicit executor(executor_options options = {})
       : m_options((options.validate(), std::move(options))), m_uid(next_uid()) {
+    detail::tick_clock::warm_up();
+    m_started_ns = detail::tick_clock::now_ns();
+    for (std::size_t l = 0; l < k_lane_count; ++l)
+      m_lane_limits[l].bounded = m_options.lanes[l].capacity != lane_options::unbounded;
     const unsigned n = m_options.resolved_workers();
     m_workers.reserve(n);
     for (unsigned i = 0; i < n; ++i) {
       m_workers.push_back(std::make_unique<detail::worker>(
-          i, static_cast<std::int64_t>(m_options.deque_capacity), m_inbox));
+          i, static_cast<std::int64_t>(m_options.deque_capacity), m_inboxes));
+      m_workers.back()->counters.alive.store(true, std::memory_order_relaxed);
+      m_workers.back()->picks_to_guard = m_options.starvation_guard;
     }
     try {
       for (auto& w : m_workers)
@@ -90,25 +104,37 @@ class executor final : private detail::scheduler {
 
   /// Runs `fn(args...)` on a worker; returns its future. Arguments are decay-copied, as by
   /// std::async. Throws offload::rejected after shutdown began. Thread-safe.
+  /// A task submitted this way from inside a worker keeps the submitting task's lane; from
+  /// outside the pool it goes to lane::normal.
   template <class F, class... Args>
-  auto submit(F&& fn, Args&&... args)
+  requires(!std::is_same_v<std::remove_cvref_t<F>, task_options>) auto submit(F&& fn,
+                                                                              Args&&... args)
       -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
-    using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
-    auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
-    detail::state_ref<R> state(detail::shared_state<R>::create(this));
-    detail::state_ref<R> for_caller(state.get());  // the second of the two initial references
-    detail::task_node* node = detail::make_task(
-        detail::producing_task<R, decltype(call)>{std::move(state), std::move(call)});
-    enqueue(node);
-    return detail::make_future(std::move(for_caller));
+    return submit_with(nullptr, std::forward<F>(fn), std::forward<Args>(args)...);
+  }
+
+  /// As submit(fn, args...), with a lane and a name. When the lane is bounded and full, its
+  /// overflow policy applies: offload::rejected, a bounded wait, or running the task on the
+  /// calling thread before submit() returns (its future is then already ready).
+  template <class F, class... Args>
+  auto submit(const task_options& options, F&& fn, Args&&... args)
+      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+    return submit_with(&options, std::forward<F>(fn), std::forward<Args>(args)...);
   }
 
   /// Runs `fn(args...)` on a worker and drops its result. An exception it throws is counted
   /// (executor_stats::failed_detached) and passed to executor_options::on_task_error.
   /// Throws offload::rejected after shutdown began. Thread-safe.
   template <class F, class... Args>
-  void post(F&& fn, Args&&... args) {
-    enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)));
+  requires(!std::is_same_v<std::remove_cvref_t<F>, task_options>) void post(F&& fn,
+                                                                            Args&&... args) {
+    enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), nullptr);
+  }
+
+  /// As post(fn, args...), with a lane and a name (see submit(options, ...)).
+  template <class F, class... Args>
+  void post(const task_options& options, F&& fn, Args&&... args) {
+    enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), &options);
   }
 
   /// Blocks until nothing is queued or running; returns at once if idle. Everything the
@@ -150,6 +176,7 @@ class executor final : private detail::scheduler {
       m_discard_queued.store(true, std::memory_order_relaxed);
     m_phase.store(mode == shutdown_mode::drain ? phase::draining : phase::cancelling,
                   std::memory_order_seq_cst);
+    for (auto& limit : m_lane_limits) limit.room.notify_all();  // blocked submitters give up
     {
       std::lock_guard producers(m_producers_mutex);
       for (auto& p : m_producers) {
@@ -174,17 +201,104 @@ class executor final : private detail::scheduler {
   executor_stats stats() const {
     executor_stats s;
     // Completions are read before submissions (see quiescent()), so completed <= submitted.
-    s.completed = m_resolved_outside_workers.load(std::memory_order_acquire);
+    s.completed = completed_total();
     for (const auto& w : m_workers) {
-      s.completed += w->counters.completed.read();
       s.failed_detached += w->counters.failed.read();
       s.steals += w->counters.steals.read();
       s.parks += w->counters.parks.read();
     }
-    for (const auto& w : m_workers) s.submitted += w->counters.submitted.read();
-    std::lock_guard lock(m_producers_mutex);
-    for (const auto& p : m_producers) s.submitted += p->submitted.read();
+    s.submitted = submitted_total();
     return s;
+  }
+
+  /// Per-lane counters, gauges and histograms, and per-worker figures, summed from per-thread
+  /// counters now (no lock on the workers' path; not an atomic snapshot: see lane_metrics).
+  metrics_snapshot metrics() const {
+    metrics_snapshot m;
+    const std::uint64_t now = detail::tick_clock::now_ns();
+    std::array<std::uint64_t, k_lane_count> resolved_outside{};
+    std::array<std::uint64_t, k_lane_count> completed_by_workers{};
+    std::array<std::uint64_t, k_lane_count> taken{};
+    // Read order: completed, then taken, then submitted (see lane_counters), so the derived
+    // gauges are never negative.
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      lane_metrics& lm = m.lanes[l];
+      for (std::size_t o = 0; o < k_outcome_count; ++o) {
+        // [M1] acquire; pairs with the release increments in resolve_outside().
+        const std::uint64_t outside = m_resolved_outside[l][o].load(std::memory_order_acquire);
+        resolved_outside[l] += outside;
+        lm.completed[o] += outside;
+        for (const auto& w : m_workers) {
+          const std::uint64_t c = w->counters.lanes[l].completed[o].read();
+          completed_by_workers[l] += c;
+          lm.completed[o] += c;
+        }
+      }
+      for (const auto& w : m_workers) {
+        const auto& lc = w->counters.lanes[l];
+        taken[l] += lc.taken.read();
+        std::uint64_t sum_ns = 0;
+        lc.wait.add_to(lm.wait.buckets, sum_ns);
+        lm.wait.sum_seconds += static_cast<double>(sum_ns) * 1e-9;
+        sum_ns = 0;
+        lc.run.add_to(lm.run.buckets, sum_ns);
+        lm.run.sum_seconds += static_cast<double>(sum_ns) * 1e-9;
+      }
+      for (auto b : lm.wait.buckets) lm.wait.count += b;
+      for (auto b : lm.run.buckets) lm.run.count += b;
+    }
+    read_submissions(m.lanes);
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      lane_metrics& lm = m.lanes[l];
+      lm.running = taken[l] > completed_by_workers[l] ? taken[l] - completed_by_workers[l] : 0;
+      const std::uint64_t left = taken[l] + resolved_outside[l];
+      lm.queued = lm.submitted > left ? lm.submitted - left : 0;
+    }
+    const std::vector<double> running_for = observe_workers(now);
+    for (const auto& w : m_workers) {
+      worker_metrics wm;
+      wm.index = w->index;
+      wm.tasks_run = w->counters.finished.read();
+      wm.steals = w->counters.steals.read();
+      wm.parks = w->counters.parks.read();
+      wm.heartbeat_age_seconds = running_for[w->index];
+      m.workers.push_back(wm);
+    }
+    return m;
+  }
+
+  /// Workers alive and stuck, and per lane the queued count and the oldest queued task's age;
+  /// computed by the calling thread from the workers' heartbeats.
+  health_report health() const {
+    health_report h;
+    const std::uint64_t now = detail::tick_clock::now_ns();
+    const double stuck_after = std::chrono::duration<double>(m_options.stuck_after).count();
+    const std::vector<double> running_for = observe_workers(now);
+    for (const auto& w : m_workers) {
+      worker_health wh;
+      wh.index = w->index;
+      wh.alive = w->counters.alive.load(std::memory_order_relaxed);
+      wh.running_for_seconds = running_for[w->index];
+      wh.stuck = wh.alive && wh.running_for_seconds > stuck_after;
+      h.workers_alive += wh.alive ? 1 : 0;
+      h.workers_stuck += wh.stuck ? 1 : 0;
+      h.workers.push_back(wh);
+    }
+    const metrics_snapshot m = metrics();
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      h.queued[l] = m.lanes[l].queued;
+      if (h.queued[l] == 0)
+        continue;
+      std::uint64_t newest_taken = 0;
+      for (const auto& w : m_workers) {
+        newest_taken =
+            std::max(newest_taken,
+                     w->counters.lanes[l].last_taken_enqueued_ns.load(std::memory_order_relaxed));
+      }
+      const std::uint64_t since = newest_taken != 0 ? newest_taken : m_started_ns;
+      h.oldest_queued_age_seconds[l] = now > since ? static_cast<double>(now - since) * 1e-9 : 0.0;
+    }
+    return h;
   }
 
  private:
@@ -197,14 +311,44 @@ class executor final : private detail::scheduler {
   static constexpr int k_steal_attempts = 2;             // retries of a victim on a lost race
   static constexpr unsigned k_pause_rounds = 8;          // searches before yielding between them
 
-  /// A thread that submits from outside the pool: its producer token and counters.
+  /// A thread that submits from outside the pool: its producer tokens and counters.
   struct producer {
-    explicit producer(moodycamel::ConcurrentQueue<detail::task_node*>& q) : token(q) {}
-    moodycamel::ProducerToken token;  // used by its thread only
-    std::atomic<bool> busy{false};    // set while its thread is inside enqueue()
-    detail::owned_counter submitted;  // written by its thread only
+    explicit producer(detail::lane_inboxes& q)
+        : tokens{moodycamel::ProducerToken(q[0]),
+                 moodycamel::ProducerToken(q[1]),
+                 moodycamel::ProducerToken(q[2]),
+                 moodycamel::ProducerToken(q[3])} {}
+    std::array<moodycamel::ProducerToken, k_lane_count> tokens;  // used by its thread only
+    std::atomic<bool> busy{false};  // set while its thread is inside enqueue()
+    struct lane_counts {
+      detail::owned_counter submitted;
+      detail::owned_counter rejected;
+    };
+    std::array<lane_counts, k_lane_count> lanes;  // written by its thread only
+    std::uint32_t timing_tick = 0;                // its thread only: submissions, for sampling
     std::thread::id thread;
   };
+
+  /// Capacity bookkeeping of one bounded lane (unused for unbounded lanes).
+  struct lane_limit {
+    bool bounded = false;
+    alignas(detail::k_cache_line) std::atomic<std::uint64_t> waiting{0};  // slots held
+    detail::event_count room;  // blocked submitters wait here for a slot
+  };
+
+  /// Lane, name and capacity decisions for one submission.
+  template <class F, class... Args>
+  auto submit_with(const task_options* options, F&& fn, Args&&... args)
+      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+    using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+    auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
+    detail::state_ref<R> state(detail::shared_state<R>::create(this));
+    detail::state_ref<R> for_caller(state.get());  // the second of the two initial references
+    detail::task_node* node = detail::make_task(
+        detail::producing_task<R, decltype(call)>{std::move(state), std::move(call)});
+    enqueue(node, options);
+    return detail::make_future(std::move(for_caller));
+  }
 
   template <class F, class... Args>
   static auto bind(F&& fn, Args&&... args) {
@@ -228,11 +372,21 @@ class executor final : private detail::scheduler {
     return detail::tl_current_scheduler == this ? tl_worker : nullptr;
   }
 
-  void schedule(detail::task_node* node) override { enqueue_or_throw(node); }
+  void schedule(detail::task_node* node) override {
+    node->lane = inherited_lane();
+    enqueue_or_throw(node);
+  }
 
-  /// Queues a task; on rejection discards it (resolving its future) and throws.
-  void enqueue(detail::task_node* node) {
+  /// Queues a task (lane and name from `options`, or inherited); on rejection discards it
+  /// (resolving its future) and throws.
+  void enqueue(detail::task_node* node, const task_options* options) {
     try {
+      if (options != nullptr) {
+        node->lane = options->lane;
+        node->name = intern(options->name);
+      } else {
+        node->lane = inherited_lane();
+      }
       enqueue_or_throw(node);
     } catch (...) {
       detail::discard_task(node, detail::discard_reason::rejected);
@@ -240,41 +394,221 @@ class executor final : private detail::scheduler {
     }
   }
 
+  /// The lane of a task submitted without options: the running task's inside a worker.
+  offload::lane inherited_lane() const noexcept {
+    const detail::worker* w = current_worker();
+    return w != nullptr ? w->current_lane : offload::lane::normal;
+  }
+
+  /// A stable pointer to a copy of `name` (null for ""), kept for the executor's life. The
+  /// thread's last name is cached, so a loop submitting one name takes the lock once.
+  const std::string* intern(const std::string& name) {
+    if (name.empty())
+      return nullptr;
+    struct cache_entry {
+      std::uint64_t uid = 0;
+      const std::string* name = nullptr;
+    };
+    thread_local cache_entry last;
+    if (last.uid == m_uid && *last.name == name)
+      return last.name;
+    std::lock_guard lock(m_names_mutex);
+    const std::string* interned = &*m_names.insert(name).first;  // node-based: stable address
+    last = {m_uid, interned};
+    return interned;
+  }
+
   void enqueue_or_throw(detail::task_node* node) {
+    const std::size_t l = index_of(node->lane);
+    mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
       // Inside the pool: accepted in every phase before `stopped`, so that tasks spawned while
       // draining run and tasks spawned while cancelling are resolved by the workers' sweep.
-      w->counters.submitted.add();  // before the task is visible: completed never exceeds it
+      // Never refused for capacity: a fork-join parent must be able to spawn its children.
+      node->enqueued_ns = sample_time(w->timing_tick);
+      w->counters.lanes[l].submitted.add();  // before the task is visible: see lane_counters
       try {
-        w->deque.push(node);  // throws only if growing the deque fails to allocate
+        w->deque(l).push(node);  // throws only if growing the deque fails to allocate
       } catch (...) {
-        m_resolved_outside_workers.fetch_add(1, std::memory_order_release);  // the caller discards
+        resolve_outside(l, task_outcome::cancelled);  // the caller discards it
         throw;
       }
+      notify_submitted(node);
       m_idle.notify_one();
       return;
     }
+    enqueue_external(node, l);
+  }
+
+  /// enqueue_or_throw() from a thread outside the pool.
+  [[gnu::noinline]] void enqueue_external(detail::task_node* node, std::size_t l) {
     producer& p = local_producer();
+    if (m_lane_limits[l].bounded && !reserve_slot(p, node))
+      return;  // ran on this thread (caller_runs)
     // [X2] seq_cst; pairs with [X1]/[X3] in shutdown().
     p.busy.store(true, std::memory_order_seq_cst);
     if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
       p.busy.store(false, std::memory_order_relaxed);
+      if (node->holds_lane_slot)
+        release_slot(l);
+      p.lanes[l].rejected.add();
       throw rejected("offload: executor is shut down; submission rejected");
     }
-    p.submitted.add();  // counted before the task is visible: completed never exceeds submitted
+    node->enqueued_ns = sample_time(p.timing_tick);
+    p.lanes[l].submitted.add();  // counted before the task is visible: see lane_counters
     bool queued = false;
     try {
-      queued = m_inbox.enqueue(p.token, node);
+      queued = m_inboxes[l].enqueue(p.tokens[l], node);
     } catch (...) {
     }
     if (!queued) {  // out of memory: the caller discards the task, so count it as resolved
-      m_resolved_outside_workers.fetch_add(1, std::memory_order_release);
+      resolve_outside(l, task_outcome::cancelled);
+      if (node->holds_lane_slot)
+        release_slot(l);
       p.busy.store(false, std::memory_order_release);
       throw std::bad_alloc();
     }
     // [X4] release; pairs with [X3]: shutdown sees the enqueue once it sees the flag clear.
     p.busy.store(false, std::memory_order_release);
+    notify_submitted(node);
     m_idle.notify_one();
+  }
+
+  /// Records that lane l has had work, so that workers search it from now on. Searches skip lanes
+  /// that were never used: an application that uses only the normal lane pays nothing for the
+  /// others. Relaxed: the bit is set before the task is queued and before the wake-up's fence, so
+  /// a worker's re-check after prepare_wait() sees both (the same argument as for the task).
+  void mark_lane_used(std::size_t l) noexcept {
+    const std::uint32_t bit = 1u << l;
+    if ((m_lanes_used.load(std::memory_order_relaxed) & bit) == 0)
+      m_lanes_used.fetch_or(bit, std::memory_order_relaxed);
+  }
+
+  /// The enqueue time of a task chosen for timing (one in timing_sample_interval), else 0.
+  std::uint64_t sample_time(std::uint32_t& tick) const noexcept {
+    if (++tick < m_options.timing_sample_interval)
+      return 0;
+    tick = 0;
+    return detail::tick_clock::now_ns();
+  }
+
+  /// Takes a slot of the task's bounded lane for a submission from outside the pool, applying
+  /// the lane's overflow policy when it is full. Returns false if the task ran on this thread
+  /// (caller_runs); throws offload::rejected (reject, or block timed out, or shutdown).
+  bool reserve_slot(producer& p, detail::task_node* node) {
+    const std::size_t l = index_of(node->lane);
+    const lane_options& limits = m_options.lanes[l];
+    lane_limit& limit = m_lane_limits[l];
+    auto try_take = [&] {
+      // relaxed: the count is only a bound; blocked submitters are woken through `room`.
+      if (limit.waiting.fetch_add(1, std::memory_order_relaxed) < limits.capacity)
+        return true;
+      limit.waiting.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    };
+    auto refuse = [&](const char* why) {
+      p.lanes[l].rejected.add();
+      throw rejected(std::string("offload: lane '") + std::string(to_string(node->lane)) +
+                     "' is full (capacity " + std::to_string(limits.capacity) + ")" + why);
+    };
+    if (try_take()) {
+      node->holds_lane_slot = true;
+      return true;
+    }
+    if (limits.overflow == overflow_policy::reject)
+      refuse("; submission rejected");
+    if (limits.overflow == overflow_policy::caller_runs) {
+      run_on_caller(p, node);
+      return false;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limits.block_timeout;
+    for (;;) {
+      auto key = limit.room.prepare_wait();
+      if (try_take()) {
+        limit.room.cancel_wait();
+        node->holds_lane_slot = true;
+        return true;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline || m_phase.load(std::memory_order_relaxed) != phase::running) {
+        limit.room.cancel_wait();
+        if (m_phase.load(std::memory_order_relaxed) != phase::running) {
+          p.lanes[l].rejected.add();
+          throw rejected("offload: executor is shut down; submission rejected");
+        }
+        refuse("; no room within block_timeout, submission rejected");
+        return false;  // not reached: refuse() throws
+      }
+      limit.room.commit_wait(key, deadline - now);
+    }
+  }
+
+  /// A worker took a task that held a lane slot: frees the slot and wakes a blocked submitter.
+  void release_slot(std::size_t l) noexcept {
+    m_lane_limits[l].waiting.fetch_sub(1, std::memory_order_relaxed);
+    m_lane_limits[l].room.notify_one();
+  }
+
+  /// overflow_policy::caller_runs: runs the task here, counted as submitted and resolved.
+  void run_on_caller(producer& p, detail::task_node* node) {
+    const std::size_t l = index_of(node->lane);
+    if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
+      p.lanes[l].rejected.add();
+      throw rejected("offload: executor is shut down; submission rejected");
+    }
+    p.lanes[l].submitted.add();
+    notify_submitted(node);
+    const offload::lane lane = node->lane;
+    const std::string* name = node->name;
+    task_outcome outcome = task_outcome::succeeded;
+    std::exception_ptr error;
+    try {
+      outcome = detail::run_task(node);
+    } catch (...) {
+      outcome = task_outcome::failed;
+      error = std::current_exception();
+      report_detached_failure(error);
+    }
+    if (outcome == task_outcome::failed && !error)
+      error = std::exchange(detail::tl_last_task_error, nullptr);
+    notify_finished(name, lane, outcome, error);
+    resolve_outside(l, outcome);
+    m_quiet.notify_all();  // a wait_idle() caller may be waiting for this task
+  }
+
+  /// Counts a task resolved by no worker (discarded, refused after counting, or run inline).
+  void resolve_outside(std::size_t l, task_outcome o) noexcept {
+    // [M2] release; pairs with [M1] in metrics() and quiescent(): the resolution is visible.
+    m_resolved_outside[l][static_cast<std::size_t>(o)].fetch_add(1, std::memory_order_release);
+  }
+
+  void notify_submitted(const detail::task_node* node) const {
+    if (!m_options.hooks.on_submitted)
+      return;
+    call_hook(m_options.hooks.on_submitted,
+              task_event{node->name ? std::string_view(*node->name) : std::string_view(),
+                         node->lane,
+                         task_outcome::succeeded,
+                         nullptr});
+  }
+
+  void notify_finished(const std::string* name,
+                       offload::lane lane,
+                       task_outcome outcome,
+                       const std::exception_ptr& error) const {
+    const std::string_view n = name ? std::string_view(*name) : std::string_view();
+    if (outcome == task_outcome::failed && m_options.hooks.on_failure)
+      call_hook(m_options.hooks.on_failure, task_event{n, lane, outcome, error});
+    if (m_options.hooks.on_finished)
+      call_hook(m_options.hooks.on_finished, task_event{n, lane, outcome, error});
+  }
+
+  static void call_hook(const std::function<void(const task_event&)>& hook,
+                        const task_event& e) noexcept {
+    try {
+      hook(e);
+    } catch (...) {  // hooks must not throw; if one does, the task's accounting still completes
+    }
   }
 
   /// The calling thread's producer record for this executor (cached per thread).
@@ -298,7 +632,7 @@ class executor final : private detail::scheduler {
           found = p.get();
       }
       if (found == nullptr) {
-        m_producers.push_back(std::make_unique<producer>(m_inbox));
+        m_producers.push_back(std::make_unique<producer>(m_inboxes));
         found = m_producers.back().get();
         found->thread = me;
       }
@@ -310,19 +644,78 @@ class executor final : private detail::scheduler {
   /// True once shutdown(cancel) began: found tasks are discarded (futures resolved), not run.
   bool cancelling() const noexcept { return m_discard_queued.load(std::memory_order_relaxed); }
 
-  /// Finds a task for worker w: own deque (LIFO), injection queue, then stealing.
+  /// Finds a task for worker w: for each lane from critical down, its own deque (LIFO), the
+  /// lane's injection queue, then stealing. Every starvation_guard-th task taken, the search
+  /// starts at a lower lane (high, normal, low in turn) instead of critical. Lanes never used are
+  /// skipped. The common case is kept small enough to inline into the worker loops.
   detail::task_node* find_task(detail::worker& w) {
-    detail::task_node* node = nullptr;
-    if (++w.ticks % k_inbox_interval == 0 && m_inbox.try_dequeue(w.inbox_token, node))
-      return node;
-    if (auto local = w.deque.pop())
-      return *local;
-    if (m_inbox.try_dequeue(w.inbox_token, node))
-      return node;
-    return steal(w);
+    const bool inbox_first = ++w.ticks % k_inbox_interval == 0;
+    if (w.picks_to_guard <= 1 || inbox_first)
+      return find_task_rare(w, inbox_first);
+    const std::uint32_t used = m_lanes_used.load(std::memory_order_relaxed);
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      if ((used & (1u << l)) == 0)
+        continue;
+      // The owner's empty_hint() is exact when it says empty (only thieves move top, upwards),
+      // so the costlier pop() runs only when there is something to pop.
+      if (!w.deque(l).empty_hint()) {
+        if (auto local = w.deque(l).pop())
+          return took(w, *local);
+      }
+      if (detail::task_node* node = take_remote(w, l, false))
+        return took(w, node);
+    }
+    return nullptr;
   }
 
-  detail::task_node* steal(detail::worker& w) {
+  detail::task_node* took(detail::worker& w, detail::task_node* node) const noexcept {
+    if (--w.picks_to_guard == 0)
+      w.picks_to_guard = m_options.starvation_guard;
+    return node;
+  }
+
+  /// find_task() for a starvation-guard pick or an inbox-first round.
+  [[gnu::noinline]] detail::task_node* find_task_rare(detail::worker& w, bool inbox_first) {
+    const std::uint32_t used = m_lanes_used.load(std::memory_order_relaxed);
+    detail::task_node* node = nullptr;
+    if (w.picks_to_guard <= 1) {
+      const std::size_t first = 1 + w.guard_turn % (k_lane_count - 1);
+      for (std::size_t l = first; l < k_lane_count && node == nullptr; ++l) {
+        if ((used & (1u << l)) != 0)
+          node = take_from_lane(w, l, inbox_first);
+      }
+      if (node != nullptr)
+        ++w.guard_turn;
+    }
+    for (std::size_t l = 0; l < k_lane_count && node == nullptr; ++l) {
+      if ((used & (1u << l)) != 0)
+        node = take_from_lane(w, l, inbox_first);
+    }
+    return node != nullptr ? took(w, node) : nullptr;
+  }
+
+  detail::task_node* take_from_lane(detail::worker& w, std::size_t l, bool inbox_first) {
+    detail::task_node* node = nullptr;
+    if (inbox_first && m_inboxes[l].try_dequeue(w.inbox_tokens[l], node))
+      return node;
+    if (!w.deque(l).empty_hint()) {
+      if (auto local = w.deque(l).pop())
+        return *local;
+    }
+    return take_remote(w, l, inbox_first);
+  }
+
+  /// Lane l's injection queue (unless just tried), then stealing.
+  [[gnu::noinline]] detail::task_node* take_remote(detail::worker& w,
+                                                   std::size_t l,
+                                                   bool inbox_tried) {
+    detail::task_node* node = nullptr;
+    if (!inbox_tried && m_inboxes[l].try_dequeue(w.inbox_tokens[l], node))
+      return node;
+    return steal(w, l);
+  }
+
+  detail::task_node* steal(detail::worker& w, std::size_t l) {
     const auto n = static_cast<std::uint32_t>(m_workers.size());
     if (n < 2)
       return nullptr;
@@ -332,7 +725,7 @@ class executor final : private detail::scheduler {
       if (&victim == &w)
         continue;
       for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
-        auto r = victim.deque.steal();
+        auto r = victim.deque(l).steal();
         if (r.status == detail::steal_status::success) {
           w.counters.steals.add();
           return r.value;
@@ -344,19 +737,57 @@ class executor final : private detail::scheduler {
     return nullptr;
   }
 
-  /// Runs (or, while cancelling, discards) one task on worker w.
+  /// Runs (or, while cancelling, discards) one task on worker w, with its accounting: taken,
+  /// queue wait, heartbeat, run time, outcome, hooks.
   void execute(detail::worker& w, detail::task_node* node) {
+    const offload::lane task_lane = node->lane;
+    const std::size_t l = index_of(task_lane);
+    detail::lane_counters& lc = w.counters.lanes[l];
+    if (node->holds_lane_slot)
+      release_slot(l);
+    lc.taken.add();
+    const std::uint64_t enqueued = node->enqueued_ns;  // 0: not sampled for timing
+    std::uint64_t start = 0;
+    if (enqueued != 0) {
+      start = detail::tick_clock::now_ns();
+      lc.wait.record(start > enqueued ? start - enqueued : 0);
+      lc.last_taken_enqueued_ns.store(enqueued, std::memory_order_relaxed);
+    }
+    auto& depth = w.counters.running_depth;  // owner-written: plain increments
+    depth.store(depth.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
+    const std::string* name = node->name;
+    if (m_options.hooks.on_started) {
+      call_hook(m_options.hooks.on_started,
+                task_event{name ? std::string_view(*name) : std::string_view(),
+                           node->lane,
+                           task_outcome::succeeded,
+                           nullptr});
+    }
+    task_outcome outcome = task_outcome::cancelled;
+    std::exception_ptr error;
     if (cancelling()) {
       detail::discard_task(node, detail::discard_reason::shutdown);
     } else {
       try {
-        detail::run_task(node);
+        outcome = detail::run_task(node);
       } catch (...) {
+        outcome = task_outcome::failed;
+        error = std::current_exception();
         w.counters.failed.add();
-        report_detached_failure(std::current_exception());
+        report_detached_failure(error);
       }
     }
-    w.counters.completed.add();
+    if (enqueued != 0)
+      lc.run.record(detail::tick_clock::now_ns() - start);
+    w.current_lane = outer_lane;
+    depth.store(depth.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    if (outcome == task_outcome::failed && !error)
+      error = std::exchange(detail::tl_last_task_error, nullptr);
+    if (m_has_finish_hooks)
+      notify_finished(name, task_lane, outcome, error);
+    lc.completed[static_cast<std::size_t>(outcome)].add();
+    w.counters.finished.add();
   }
 
   void report_detached_failure(std::exception_ptr e) noexcept {
@@ -420,6 +851,7 @@ class executor final : private detail::scheduler {
     }
     tl_worker = nullptr;
     detail::tl_current_scheduler = nullptr;
+    w.counters.alive.store(false, std::memory_order_relaxed);
   }
 
   void help_until(const std::function<bool()>& done) override {
@@ -458,30 +890,81 @@ class executor final : private detail::scheduler {
   /// Σ completed == Σ submitted, read completed-first: counters only grow and a task is counted
   /// as submitted before it can complete, so equality means idle at some instant during the call.
   bool quiescent() const {
-    std::uint64_t completed = m_resolved_outside_workers.load(std::memory_order_acquire);
-    for (const auto& w : m_workers) completed += w->counters.completed.read();
-    std::uint64_t submitted = 0;
-    for (const auto& w : m_workers) submitted += w->counters.submitted.read();
+    const std::uint64_t completed = completed_total();
+    return completed == submitted_total();
+  }
+
+  std::uint64_t completed_total() const noexcept {
+    std::uint64_t n = 0;
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      for (std::size_t o = 0; o < k_outcome_count; ++o) {
+        n += m_resolved_outside[l][o].load(std::memory_order_acquire);  // [M1]
+        for (const auto& w : m_workers) n += w->counters.lanes[l].completed[o].read();
+      }
+    }
+    return n;
+  }
+
+  std::uint64_t submitted_total() const {
+    std::array<lane_metrics, k_lane_count> lanes{};
+    read_submissions(lanes);
+    std::uint64_t n = 0;
+    for (const auto& l : lanes) n += l.submitted;
+    return n;
+  }
+
+  /// Adds every thread's submitted and rejected counts into `lanes`.
+  void read_submissions(std::array<lane_metrics, k_lane_count>& lanes) const {
+    for (const auto& w : m_workers) {
+      for (std::size_t l = 0; l < k_lane_count; ++l)
+        lanes[l].submitted += w->counters.lanes[l].submitted.read();
+    }
     std::lock_guard lock(m_producers_mutex);
-    for (const auto& p : m_producers) submitted += p->submitted.read();
-    return completed == submitted;
+    for (const auto& p : m_producers) {
+      for (std::size_t l = 0; l < k_lane_count; ++l) {
+        lanes[l].submitted += p->lanes[l].submitted.read();
+        lanes[l].rejected += p->lanes[l].rejected.read();
+      }
+    }
+  }
+
+  /// Heartbeats, observed from outside: for each worker, how long it has been seen inside one
+  /// task (running, and no task finished) across calls of metrics() and health(). The first
+  /// observation of a task starts its clock, so the figure is a lower bound that is exact to the
+  /// interval between observations; workers pay nothing for it beyond two counters.
+  std::vector<double> observe_workers(std::uint64_t now) const {
+    std::lock_guard lock(m_watch_mutex);
+    m_watch.resize(m_workers.size());
+    std::vector<double> running_for(m_workers.size(), 0.0);
+    for (const auto& w : m_workers) {
+      watch& seen = m_watch[w->index];
+      const std::uint64_t finished = w->counters.finished.read();
+      const bool busy = w->counters.running_depth.load(std::memory_order_relaxed) != 0;
+      if (busy && seen.busy && seen.finished == finished) {
+        running_for[w->index] = static_cast<double>(now - seen.since_ns) * 1e-9;
+      } else {
+        seen = {finished, busy, now};
+      }
+    }
+    return running_for;
   }
 
   /// After the workers joined: resolves whatever is still queued (cancel mode, or a race).
   void discard_leftovers() {
-    std::uint64_t n = 0;
-    for (auto& w : m_workers) {
-      while (auto node = w->deque.pop()) {
-        detail::discard_task(*node, detail::discard_reason::shutdown);
-        ++n;
-      }
-    }
-    detail::task_node* node = nullptr;
-    while (m_inbox.try_dequeue(node)) {
+    auto discard = [this](detail::task_node* node) {
+      const std::size_t l = index_of(node->lane);
+      if (node->holds_lane_slot)
+        release_slot(l);
       detail::discard_task(node, detail::discard_reason::shutdown);
-      ++n;
+      resolve_outside(l, task_outcome::cancelled);
+    };
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      for (auto& w : m_workers) {
+        while (auto node = w->deque(l).pop()) discard(*node);
+      }
+      detail::task_node* node = nullptr;
+      while (m_inboxes[l].try_dequeue(node)) discard(node);
     }
-    m_resolved_outside_workers.fetch_add(n, std::memory_order_release);
     m_quiet.notify_all();
   }
 
@@ -489,18 +972,33 @@ class executor final : private detail::scheduler {
 
   executor_options m_options;
   std::uint64_t m_uid;  // distinguishes executors in threads' producer caches
-  moodycamel::ConcurrentQueue<detail::task_node*> m_inbox;
+  std::uint64_t m_started_ns = 0;
+  bool m_has_finish_hooks = m_options.hooks.on_failure || m_options.hooks.on_finished;
+  detail::lane_inboxes m_inboxes;
+  std::array<lane_limit, k_lane_count> m_lane_limits;
+  alignas(detail::k_cache_line) std::atomic<std::uint32_t> m_lanes_used{0};  // bit per lane
   std::vector<std::unique_ptr<detail::worker>> m_workers;
   detail::event_count m_idle;   // workers (and helping waiters) sleep here
   detail::event_count m_quiet;  // wait_idle() callers sleep here
   alignas(detail::k_cache_line) std::atomic<phase> m_phase{phase::running};
   std::atomic<bool> m_discard_queued{false};  // set once by shutdown(cancel)
-  // Tasks counted as submitted but resolved by no worker: discarded after the workers stopped, or
-  // refused by an allocation failure after being counted.
-  std::atomic<std::uint64_t> m_resolved_outside_workers{0};
+  // Tasks counted as submitted but resolved by no worker, by lane and outcome: discarded after
+  // the workers stopped, refused by an allocation failure after being counted, or run on the
+  // submitting thread (caller_runs).
+  std::array<std::array<std::atomic<std::uint64_t>, k_outcome_count>, k_lane_count>
+      m_resolved_outside{};
   mutable std::mutex m_producers_mutex;  // slow path: registering a producer, stats, shutdown
   std::vector<std::unique_ptr<producer>> m_producers;
   std::mutex m_shutdown_mutex;
+  struct watch {
+    std::uint64_t finished = 0;
+    bool busy = false;
+    std::uint64_t since_ns = 0;
+  };
+  mutable std::mutex m_watch_mutex;  // slow path: metrics() and health()
+  mutable std::vector<watch> m_watch;
+  std::mutex m_names_mutex;  // slow path: a thread's first submission of a new task name
+  std::unordered_set<std::string> m_names;
 };
 
 }  // namespace offload

@@ -3,13 +3,18 @@
 /// @file executor_options.hpp
 /// @brief Configuration of an offload::executor, validated at construction.
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include "offload/lane.hpp"
+#include "offload/task_events.hpp"
 
 namespace offload {
 
@@ -17,6 +22,25 @@ namespace offload {
 enum class shutdown_mode {
   drain,   ///< run everything already accepted (and what it spawns), then stop
   cancel,  ///< drop queued tasks (their futures throw offload::cancelled); running tasks finish
+};
+
+/// What a submission from outside the pool does when its lane is at capacity.
+enum class overflow_policy {
+  reject,       ///< throw offload::rejected at once
+  block,        ///< wait up to lane_options::block_timeout for room, then throw offload::rejected
+  caller_runs,  ///< run the task on the submitting thread, before submit() returns
+};
+
+/// Limits of one lane.
+struct lane_options {
+  static constexpr std::size_t unbounded = std::numeric_limits<std::size_t>::max();
+  /// Most tasks submitted from outside the pool that may wait in this lane (queued, not yet
+  /// taken by a worker). Tasks spawned by running tasks are never refused, so fork-join cannot
+  /// deadlock on a full lane. Accepted: 1 to unbounded.
+  std::size_t capacity = unbounded;
+  overflow_policy overflow = overflow_policy::reject;
+  /// How long overflow_policy::block waits for room. Accepted: 0 to 1 hour.
+  std::chrono::nanoseconds block_timeout = std::chrono::milliseconds(100);
 };
 
 /// Executor configuration: an aggregate for designated initializers. The leading field order is
@@ -33,6 +57,22 @@ struct executor_options {
   /// Called with the exception of a fire-and-forget task (post). Runs on the worker; must not
   /// throw (an exception from it is swallowed). Unset: the exception is only counted.
   std::function<void(std::exception_ptr)> on_task_error{};
+  /// Per-lane limits, indexed by index_of(lane). Default: every lane unbounded.
+  std::array<lane_options, k_lane_count> lanes{};
+  /// Starvation guard: every starvation_guard-th task a worker takes, it serves a lower lane
+  /// first (high, normal and low in turn). So while a lane below critical has work, each worker
+  /// takes one of its tasks at least once per 3 × starvation_guard tasks (G5). Accepted: 2 to
+  /// 2^20.
+  unsigned starvation_guard = 32;
+  /// A worker whose current task has run longer than this is reported stuck by health().
+  /// Accepted: 1 ms to 24 h.
+  std::chrono::nanoseconds stuck_after = std::chrono::seconds(10);
+  /// One task in timing_sample_interval, counted per submitting thread, is timed for the queue
+  /// wait and run time histograms (counters and gauges are exact for every task). 1 times every
+  /// task, at about 40 ns more per task on the machine of docs/benchmarks.md. Accepted: 1 to 65536.
+  unsigned timing_sample_interval = 16;
+  /// Optional observers of task events; unset hooks cost nothing measurable.
+  task_hooks hooks{};
 
   /// Effective worker count after applying the default.
   unsigned resolved_workers() const noexcept {
@@ -59,6 +99,35 @@ struct executor_options {
       throw std::invalid_argument(
           "offload::executor_options.deque_capacity must be in [2, 16777216], got " +
           std::to_string(deque_capacity));
+    }
+    for (std::size_t i = 0; i < k_lane_count; ++i) {
+      const std::string field =
+          "offload::executor_options.lanes[" + std::string(to_string(static_cast<lane>(i))) + "]";
+      if (lanes[i].capacity == 0) {
+        throw std::invalid_argument(field +
+                                    ".capacity must be at least 1 (or lane_options::unbounded), "
+                                    "got 0");
+      }
+      if (lanes[i].block_timeout < std::chrono::nanoseconds::zero() ||
+          lanes[i].block_timeout > std::chrono::hours(1)) {
+        throw std::invalid_argument(field + ".block_timeout must be in [0, 1h], got " +
+                                    std::to_string(lanes[i].block_timeout.count()) + "ns");
+      }
+    }
+    if (starvation_guard < 2 || starvation_guard > (1u << 20)) {
+      throw std::invalid_argument(
+          "offload::executor_options.starvation_guard must be in [2, 1048576], got " +
+          std::to_string(starvation_guard));
+    }
+    if (timing_sample_interval < 1 || timing_sample_interval > 65536) {
+      throw std::invalid_argument(
+          "offload::executor_options.timing_sample_interval must be in [1, 65536], got " +
+          std::to_string(timing_sample_interval));
+    }
+    if (stuck_after < std::chrono::milliseconds(1) || stuck_after > std::chrono::hours(24)) {
+      throw std::invalid_argument(
+          "offload::executor_options.stuck_after must be in [1ms, 24h], got " +
+          std::to_string(stuck_after.count()) + "ns");
     }
   }
 

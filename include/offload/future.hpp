@@ -56,10 +56,10 @@ class state_ref {
   shared_state<T>* m_state = nullptr;
 };
 
-/// Runs `fn()` and stores its result (or exception) into `state` without publishing it.
-/// Precondition: the caller holds the claim.
+/// Runs `fn()` and stores its result (or exception) into `state` without publishing it; returns
+/// succeeded, or failed if `fn` threw. Precondition: the caller holds the claim.
 template <class T, class F>
-void store_result(shared_state<T>& state, F&& fn) noexcept {
+task_outcome store_result(shared_state<T>& state, F&& fn) noexcept {
   try {
     if constexpr (std::is_void_v<T>) {
       std::forward<F>(fn)();
@@ -67,8 +67,11 @@ void store_result(shared_state<T>& state, F&& fn) noexcept {
     } else {
       state.store_value(std::forward<F>(fn)());
     }
+    return task_outcome::succeeded;
   } catch (...) {
-    state.store_exception(std::current_exception());
+    tl_last_task_error = std::current_exception();
+    state.store_exception(tl_last_task_error);
+    return task_outcome::failed;
   }
 }
 
@@ -78,12 +81,13 @@ template <class T, class F>
 struct producing_task {
   state_ref<T> state;
   std::optional<F> fn;
-  void operator()() {
+  task_outcome operator()() {
     if (!state->try_start())
-      return;  // cancelled while queued: never runs
-    store_result(*state.get(), *fn);
+      return task_outcome::cancelled;  // cancelled while queued: never runs
+    const task_outcome outcome = store_result(*state.get(), *fn);
     fn.reset();
     state->publish();
+    return outcome;
   }
   void discard(discard_reason) noexcept {
     state->cancel("offload: task cancelled by executor shutdown (shutdown_mode::cancel)");
@@ -279,10 +283,10 @@ struct then_step {
   state_ref<U> result;
   std::optional<F> fn;
 
-  void operator()() {
+  task_outcome operator()() {
     if (!result->try_start())
-      return;  // the continuation's future was cancelled
-    store_result(*result.get(), [this]() -> U {
+      return task_outcome::cancelled;  // the continuation's future was cancelled
+    const task_outcome outcome = store_result(*result.get(), [this]() -> U {
       if constexpr (std::is_void_v<T>) {
         antecedent->take();
         return (*fn)();
@@ -292,6 +296,7 @@ struct then_step {
     });
     fn.reset();  // destroyed before the result is published
     result->publish();
+    return outcome;
   }
   void discard(discard_reason) noexcept {
     result->cancel("offload: continuation cancelled by executor shutdown");

@@ -1,12 +1,18 @@
 #pragma once
 
 /// @file offload.hpp
-/// @brief The only include you need: the executor, futures, task groups and combinators.
+/// @brief The only include you need: the executor, futures, task groups, combinators, lanes,
+/// metrics and health.
 
 #include "offload/error.hpp"
 #include "offload/executor.hpp"
 #include "offload/executor_options.hpp"
 #include "offload/future.hpp"
+#include "offload/health.hpp"
+#include "offload/lane.hpp"
+#include "offload/metrics.hpp"
+#include "offload/task_events.hpp"
 #include "offload/task_group.hpp"
+#include "offload/task_options.hpp"
 #include "offload/version.hpp"
 #include "offload/when_all.hpp"

@@ -48,7 +48,8 @@ class task_group {
         detail::make_task(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
     // relaxed: the task that decrements is published to its worker by the queue's ordering.
     m_state.fetch_add(1, std::memory_order_relaxed);
-    m_executor.enqueue(node);  // on failure the node is discarded: discard() calls finish_one()
+    m_executor.enqueue(node,
+                       nullptr);  // on failure the node is discarded: discard() calls finish_one()
   }
 
   /// Waits for every task run so far; rethrows the first exception, then forgets it.
@@ -82,14 +83,18 @@ class task_group {
   struct group_task {
     task_group* group;
     std::optional<F> fn;
-    void operator()() {
+    task_outcome operator()() {
+      task_outcome outcome = task_outcome::succeeded;
       try {
         (*fn)();
       } catch (...) {
-        group->record(std::current_exception());
+        detail::tl_last_task_error = std::current_exception();
+        group->record(detail::tl_last_task_error);
+        outcome = task_outcome::failed;
       }
       fn.reset();  // captures are destroyed before wait() can return
       group->finish_one();
+      return outcome;
     }
     void discard(detail::discard_reason why) noexcept {
       if (why == detail::discard_reason::shutdown) {  // run() already threw for `rejected`

@@ -4,12 +4,17 @@
 /// @brief The type-erased, move-free task node that queues carry by pointer.
 
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <memory>
 #include <new>
+#include <string>
 #include <type_traits>
 #include <utility>
 
 #include "offload/detail/block_pool.hpp"
+#include "offload/lane.hpp"
+#include "offload/task_events.hpp"
 
 namespace offload::detail {
 
@@ -24,7 +29,9 @@ enum class discard_reason {
 /// Per-callable-type operations, one static table per type.
 struct task_ops {
   /// Runs the callable, then destroys it (even if it throws; the exception propagates).
-  void (*run)(task_node*);
+  /// Returns how it ended: callables that resolve a future report failed or cancelled
+  /// themselves; for others, returning means succeeded and throwing means failed.
+  task_outcome (*run)(task_node*);
   /// Destroys the callable without running it, resolving any future with the reason.
   void (*discard)(task_node*, discard_reason) noexcept;
 };
@@ -33,8 +40,16 @@ struct task_ops {
 /// the callable needs neither to be movable nor nothrow-movable after construction.
 struct task_node {
   const task_ops* ops;
-  block_pool* home;  // the pool the block returns to
+  block_pool* home;                   // the pool the block returns to
+  std::uint64_t enqueued_ns = 0;      // tick_clock time it became ready (queue wait histogram)
+  const std::string* name = nullptr;  // interned by the executor; null for unnamed tasks
+  offload::lane lane = offload::lane::normal;
+  bool holds_lane_slot = false;  // counted against its lane's capacity until a worker takes it
 };
+
+/// The exception of the last task that failed on this thread while resolving a future (set by
+/// the task, taken by the executor that ran it for its failure hooks). Failure path only.
+inline thread_local std::exception_ptr tl_last_task_error;
 
 /// Offset of the callable inside the block, after the header.
 inline constexpr std::size_t k_task_storage_offset =
@@ -55,7 +70,8 @@ template <class F>
 inline constexpr bool k_fits_inline = sizeof(F) <= k_task_inline_size &&
                                       alignof(F) <= alignof(std::max_align_t);
 
-/// Adapts a callable F to the task protocol. F must provide `void operator()()` and may provide
+/// Adapts a callable F to the task protocol. F must provide `void operator()()` (or
+/// `task_outcome operator()()`, reporting how it ended) and may provide
 /// `void discard(discard_reason) noexcept` to resolve a future when dropped.
 template <class F>
 struct task_model {
@@ -73,12 +89,17 @@ struct task_model {
       delete get(n);
     }
   }
-  static void run(task_node* n) {
+  static task_outcome run(task_node* n) {
     struct guard {
       task_node* n;
       ~guard() { destroy(n); }
     } g{n};
-    (*get(n))();
+    if constexpr (std::is_same_v<decltype((*get(n))()), task_outcome>) {
+      return (*get(n))();
+    } else {
+      (*get(n))();
+      return task_outcome::succeeded;
+    }
   }
   static void discard(task_node* n, discard_reason why) noexcept {
     if constexpr (requires(F & f) { f.discard(why); })
@@ -111,12 +132,12 @@ task_node* make_task(F&& f) {
 
 /// Runs a task and returns its block to its pool. Exceptions from the callable propagate after
 /// the node is freed.
-inline void run_task(task_node* n) {
+inline task_outcome run_task(task_node* n) {
   struct release {
     task_node* n;
     ~release() { block_pool::deallocate(n->home, n); }
   } r{n};
-  n->ops->run(n);
+  return n->ops->run(n);
 }
 
 /// Drops a task without running it and returns its block to its pool.

@@ -4,15 +4,20 @@
 /// @brief Per-worker state: the work-stealing deque, the injection-queue consumer token, the
 /// victim-selection RNG and the worker's own counters.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 
 #include <concurrentqueue/concurrentqueue.h>
 
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/chase_lev_deque.hpp"
+#include "offload/detail/histogram.hpp"
 #include "offload/detail/task.hpp"
+#include "offload/lane.hpp"
+#include "offload/task_events.hpp"
 
 namespace offload::detail {
 
@@ -33,13 +38,31 @@ class owned_counter {
   std::atomic<std::uint64_t> m_value{0};
 };
 
+/// One thread's counters for one lane. Single writer (the owning worker or producer thread).
+/// A task is counted submitted, then taken, then completed, each before the next is visible, so
+/// readers that read completed, then taken, then submitted see completed <= taken <= submitted.
+struct lane_counters {
+  owned_counter submitted;  ///< accepted (producer: injected; worker: pushed to its own deque)
+  owned_counter rejected;   ///< refused at submission
+  owned_counter taken;      ///< workers only: taken off a queue to run or skip
+  std::array<owned_counter, k_outcome_count> completed;  ///< workers only, by task_outcome
+  owned_histogram wait;                                  ///< workers only: enqueue → start
+  owned_histogram run;                                   ///< workers only: start → end
+  /// Workers only: enqueue time of the task of this lane it took most recently (0: none).
+  std::atomic<std::uint64_t> last_taken_enqueued_ns{0};
+};
+
 /// Counters of one worker; written only by that worker.
 struct worker_counters {
-  owned_counter submitted;  ///< tasks this worker pushed to its own deque
-  owned_counter completed;  ///< tasks it ran to completion (or skipped as cancelled, or discarded)
-  owned_counter failed;     ///< fire-and-forget tasks that threw
-  owned_counter steals;     ///< tasks taken from another worker's deque
-  owned_counter parks;      ///< times it went to sleep
+  std::array<lane_counters, k_lane_count> lanes;
+  owned_counter failed;    ///< fire-and-forget tasks that threw
+  owned_counter steals;    ///< tasks taken from another worker's deque
+  owned_counter parks;     ///< times it went to sleep
+  owned_counter finished;  ///< tasks taken and finished, all lanes
+  /// Tasks running on this worker now (more than one while a task waits and helps). Read by
+  /// health() and metrics(), which time how long a worker stays in one task from outside.
+  std::atomic<std::uint32_t> running_depth{0};
+  std::atomic<bool> alive{false};  ///< set by the worker thread at start, cleared at exit
 };
 
 /// Small, fast PRNG for victim selection (xorshift32); owner thread only.
@@ -57,16 +80,37 @@ class xorshift32 {
   std::uint32_t m_state;
 };
 
-/// One worker thread's state. The deque is owned by the worker thread.
+static_assert(k_lane_count == 4, "worker and producer constructors list one entry per lane");
+
+/// The injection queues, one per lane.
+using lane_inboxes = std::array<moodycamel::ConcurrentQueue<task_node*>, k_lane_count>;
+
+/// One worker thread's state. The deques are owned by the worker thread.
 struct worker {
-  worker(unsigned idx, std::int64_t deque_capacity, moodycamel::ConcurrentQueue<task_node*>& inbox)
-      : index(idx), deque(deque_capacity), inbox_token(inbox), rng(0x2545F491u * (idx + 1)) {}
+  worker(unsigned idx, std::int64_t deque_capacity, lane_inboxes& inboxes)
+      : index(idx),
+        deques{std::make_unique<chase_lev_deque<task_node*>>(deque_capacity),
+               std::make_unique<chase_lev_deque<task_node*>>(deque_capacity),
+               std::make_unique<chase_lev_deque<task_node*>>(deque_capacity),
+               std::make_unique<chase_lev_deque<task_node*>>(deque_capacity)},
+        inbox_tokens{moodycamel::ConsumerToken(inboxes[0]),
+                     moodycamel::ConsumerToken(inboxes[1]),
+                     moodycamel::ConsumerToken(inboxes[2]),
+                     moodycamel::ConsumerToken(inboxes[3])},
+        rng(0x2545F491u * (idx + 1)) {}
+
+  chase_lev_deque<task_node*>& deque(std::size_t lane) noexcept { return *deques[lane]; }
 
   unsigned index;
-  chase_lev_deque<task_node*> deque;
-  moodycamel::ConsumerToken inbox_token;  // owner only
-  xorshift32 rng;                         // owner only
-  std::uint32_t ticks = 0;                // owner only: task searches, for inbox fairness
+  std::array<std::unique_ptr<chase_lev_deque<task_node*>>, k_lane_count> deques;  // by lane
+  std::array<moodycamel::ConsumerToken, k_lane_count> inbox_tokens;               // owner only
+  xorshift32 rng;                                                                 // owner only
+  std::uint32_t ticks = 0;           // owner only: task searches, for inbox fairness
+  std::uint32_t picks_to_guard = 1;  // owner only: tasks to take until a guard pick, set
+                                     // by the executor (a countdown: no division per search)
+  std::uint32_t guard_turn = 0;      // owner only: which lower lane the guard serves next
+  std::uint32_t timing_tick = 0;     // owner only: spawned tasks, for timing samples
+  offload::lane current_lane = offload::lane::normal;  // owner only: lane of the running task
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };

@@ -1,0 +1,97 @@
+#pragma once
+
+/// @file tick_clock.hpp
+/// @brief Cheap monotonic nanosecond timestamps for metrics (queue wait, run time, heartbeats).
+
+#include <chrono>
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <x86intrin.h>
+#define OFFLOAD_HAS_RDTSC 1
+#else
+#define OFFLOAD_HAS_RDTSC 0
+#endif
+
+namespace offload::detail {
+
+#if OFFLOAD_HAS_RDTSC
+__extension__ typedef unsigned __int128 uint128_t;  // GCC/Clang extension, for 64×64→128 scaling
+#endif
+
+/// Nanoseconds on one process-wide monotonic scale. On x86-64 with an invariant TSC it reads the
+/// TSC (about 12 ns here, against 28 ns for steady_clock under kvm-clock) scaled by a factor
+/// measured once per process against steady_clock over 1 ms; elsewhere it is steady_clock.
+/// Readings on different cores may differ by the TSC skew (tens of ns): callers clamp negative
+/// differences to zero. Thread-safe.
+class tick_clock {
+ public:
+  static std::uint64_t now_ns() noexcept {
+#if OFFLOAD_HAS_RDTSC
+    const calibration& c = calibrated();
+    if (c.use_tsc) {
+      const std::uint64_t ticks = __rdtsc() - c.base_ticks;
+      return c.base_ns +
+             static_cast<std::uint64_t>((static_cast<uint128_t>(ticks) * c.ns_per_tick_q32) >> 32);
+    }
+#endif
+    return steady_ns();
+  }
+
+  /// Forces the one-time calibration now (an executor calls this at construction so that no task
+  /// pays for it).
+  static void warm_up() noexcept {
+#if OFFLOAD_HAS_RDTSC
+    (void)calibrated();
+#endif
+  }
+
+ private:
+  static std::uint64_t steady_ns() noexcept {
+    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                          std::chrono::steady_clock::now().time_since_epoch())
+                                          .count());
+  }
+
+#if OFFLOAD_HAS_RDTSC
+  struct calibration {
+    bool use_tsc = false;
+    std::uint64_t base_ticks = 0;
+    std::uint64_t base_ns = 0;
+    std::uint64_t ns_per_tick_q32 = 0;  // nanoseconds per tick, fixed point with 32 fraction bits
+  };
+
+  static bool invariant_tsc() noexcept {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid(0x80000000u, &eax, &ebx, &ecx, &edx) == 0 || eax < 0x80000007u)
+      return false;
+    __get_cpuid(0x80000007u, &eax, &ebx, &ecx, &edx);
+    return (edx & (1u << 8)) != 0;  // CPUID.80000007H:EDX[8], invariant TSC
+  }
+
+  static const calibration& calibrated() noexcept {
+    static const calibration c = [] {
+      calibration r;
+      if (!invariant_tsc())
+        return r;
+      const std::uint64_t ns0 = steady_ns();
+      const std::uint64_t t0 = __rdtsc();
+      std::uint64_t ns1 = ns0;
+      while (ns1 - ns0 < 1'000'000) ns1 = steady_ns();
+      const std::uint64_t t1 = __rdtsc();
+      if (t1 <= t0)
+        return r;
+      r.ns_per_tick_q32 =
+          static_cast<std::uint64_t>((static_cast<uint128_t>(ns1 - ns0) << 32) / (t1 - t0));
+      r.base_ticks = t1;
+      r.base_ns = ns1;
+      r.use_tsc = r.ns_per_tick_q32 != 0;
+      return r;
+    }();
+    return c;
+  }
+#endif
+};
+
+}  // namespace offload::detail
