@@ -5,6 +5,8 @@
 //   latency/<peer>/hot   submit -> result, back to back (workers awake); p50/p99/p999 in ns
 //   latency/<peer>/cold  the same after 5 ms idle (workers asleep)
 //   throughput/<peer>/P  100k empty tasks from P producer threads; ns per task
+//   throughput/offload_timed  the same with every task timed for the histograms
+//   lanes/...            priority lanes under saturation (see the functions' comments)
 //   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks);
 //                        fib30/offload_futures does the same through submit() and future::get()
 
@@ -190,6 +192,97 @@ void throughput_mutex_pool(benchmark::State& state) {
       });
 }
 
+// Same as throughput/offload, timing every task for the histograms (default: one in 16).
+void throughput_offload_timed(benchmark::State& state) {
+  offload::executor ex{
+      offload::executor_options{.workers = k_workers, .timing_sample_interval = 1}};
+  measure_throughput(
+      state,
+      [&] {
+        ex.post([] {});
+      },
+      [&] {
+        ex.wait_idle();
+      });
+}
+
+// Busy work of a given length on the calling thread.
+void spin_for(std::chrono::nanoseconds d) {
+  const auto until = clock_type::now() + d;
+  while (clock_type::now() < until) {
+  }
+}
+
+// lanes/critical_start_delay/lanes:L — 2000 tasks of 200 µs queued in the low lane (L=1) or all
+// in the normal lane (L=0); while they drain, a probe task is submitted every 500 µs (critical
+// lane, or normal) and its submit → start delay recorded. p50/p99 as counters.
+void critical_start_delay(benchmark::State& state) {
+  const bool lanes = state.range(0) == 1;
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  const offload::task_options backlog{.lane = lanes ? offload::lane::low : offload::lane::normal};
+  const offload::task_options probe{.lane =
+                                        lanes ? offload::lane::critical : offload::lane::normal};
+  std::vector<double> samples;
+  for (auto _ : state) {
+    for (int i = 0; i < 2000; ++i) {
+      ex.post(backlog, [] {
+        spin_for(std::chrono::microseconds(200));
+      });
+    }
+    // Probes are not waited for one by one: each records when it started.
+    std::vector<clock_type::time_point> submitted(100);
+    std::vector<clock_type::time_point> started(100);
+    for (std::size_t i = 0; i < 100; ++i) {
+      submitted[i] = clock_type::now();
+      ex.post(probe, [&started, i] {
+        started[i] = clock_type::now();
+      });
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    ex.wait_idle();
+    for (std::size_t i = 0; i < 100; ++i) {
+      samples.push_back(
+          std::chrono::duration<double, std::micro>(started[i] - submitted[i]).count());
+    }
+    ex.wait_idle();
+  }
+  std::sort(samples.begin(), samples.end());
+  auto pct = [&](double p) {
+    return samples[std::min(samples.size() - 1,
+                            static_cast<std::size_t>(p * static_cast<double>(samples.size())))];
+  };
+  state.counters["p50_us"] = pct(0.50);
+  state.counters["p99_us"] = pct(0.99);
+}
+
+// lanes/low_under_critical_flood — 20000 critical tasks of 50 µs queued before 50 low tasks;
+// reports the fraction of the critical backlog done when the last low task finished (target:
+// under 0.5: the starvation guard keeps the low lane moving).
+void low_under_critical_flood(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  double fraction = 0;
+  for (auto _ : state) {
+    std::atomic<int> critical_done{0};
+    std::atomic<int> low_left{50};
+    std::atomic<int> critical_at_last_low{0};
+    for (int i = 0; i < 20000; ++i) {
+      ex.post(offload::task_options{.lane = offload::lane::critical}, [&] {
+        spin_for(std::chrono::microseconds(50));
+        critical_done.fetch_add(1, std::memory_order_relaxed);
+      });
+    }
+    for (int i = 0; i < 50; ++i) {
+      ex.post(offload::task_options{.lane = offload::lane::low}, [&] {
+        if (low_left.fetch_sub(1) == 1)
+          critical_at_last_low.store(critical_done.load());
+      });
+    }
+    ex.wait_idle();
+    fraction = std::max(fraction, critical_at_last_low.load() / 20000.0);
+  }
+  state.counters["critical_done_fraction"] = fraction;
+}
+
 int fib_offload(offload::executor& ex, int n) {
   if (n < 2)
     return n;
@@ -312,6 +405,12 @@ BENCHMARK(throughput_offload)
     ->Arg(1)
     ->Arg(2)
     ->UseRealTime();
+BENCHMARK(throughput_offload_timed)
+    ->Name("throughput/offload_timed")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
 BENCHMARK(throughput_tbb)
     ->Name("throughput/tbb")
     ->ArgName("producers")
@@ -336,5 +435,19 @@ BENCHMARK(fib30_offload_futures)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK(critical_start_delay)
+    ->Name("lanes/critical_start_delay")
+    ->ArgName("lanes")
+    ->Arg(0)
+    ->Arg(1)
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(low_under_critical_flood)
+    ->Name("lanes/low_under_critical_flood")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK_MAIN();
