@@ -81,8 +81,12 @@ def read_executor_bench(run_dir):
             thr[m.group(1)] = 1e9 / seconds_or_ns(b["ns_per_task"])
     rows = []
     for peer, rate in sorted(thr.items()):
+        # Variants of offload's own benchmark (e.g. offload_timed) are rows of path offload.
+        path, variant = peer, "batch-1-producer"
+        if peer.startswith("offload_"):
+            path, variant = "offload", "batch-1-producer-" + peer[len("offload_"):]
         rows.append({
-            "path": peer, "variant": "batch-1-producer", "mode": "batch", "work_us": 0,
+            "path": path, "variant": variant, "mode": "batch", "work_us": 0,
             "source": "executor_bench", "measured": True, "p50_us": None, "p90_us": None,
             "p99_us": None, "p999_us": None, "throughput_per_s": rate,
         })
@@ -128,6 +132,23 @@ def normalise(rows):
                                       **{k: None for k in FIGURES}}
     return sorted(by_key.values(), key=lambda r: (path_key(r["path"]), r["mode"] != "pingpong",
                                                  r.get("work_us", 0), r["variant"]))
+
+
+WORKS = [100, 1000, 10000, 100000]
+
+
+def measured_overhead(rows):
+    """Table rows: per path, p50 − work at each work size of the ping-pong sweep."""
+    out = []
+    for path in sorted({r["path"] for r in rows}, key=path_key):
+        cells = []
+        for w in WORKS:
+            hit = [r for r in rows if r["path"] == path and r["mode"] == "pingpong"
+                   and r.get("work_us") == w and r["measured"] and r["p50_us"] is not None]
+            cells.append(fmt_us(hit[0]["p50_us"] - w) if hit else "—")
+        if any(c != "—" for c in cells):
+            out.append([path] + cells)
+    return out
 
 
 def break_even(rows):
@@ -285,10 +306,17 @@ def write_report(run_dir, rows, be, machine, made):
                     [[p, fmt_us(v["overhead_us"]), fmt_us(v["work_for_10pct_us"]),
                       fmt_us(v["work_for_1pct_us"])]
                      for p, v in sorted(be.items(), key=lambda kv: path_key(kv[0]))]), ""]
+    md += ["## Overhead measured at each task duration (ping-pong p50 minus the work)", "",
+           "The break-even table above extrapolates from the no-op round trip; this one is "
+           "measured. Where the two differ, the task's own wake-up costs show.", "",
+           md_table(["path"] + [fmt_us(w) for w in WORKS], measured_overhead(rows)), ""]
     md += ["## Charts", ""] + ["![%s](charts/%s)" % (c, c) for c in made] + [""]
-    md += ["## Every row", "", md_table(HEADER + ["mode", "work"], [
-        row_cells(r) + [r["mode"], fmt_us(r.get("work_us", 0)) if r.get("work_us") else "none"]
-        for r in rows]), ""]
+    md += ["## Every row", "",
+           "p99.9 of fewer than 1000 round trips is the slowest one; `n` says how many there were.",
+           "", md_table(HEADER + ["mode", "work", "n"], [
+               row_cells(r) + [r["mode"], fmt_us(r.get("work_us", 0)) if r.get("work_us") else
+                               "none", r.get("count", "")]
+               for r in rows]), ""]
     if missing:
         md += ["## Not measured", ""] + ["- %s / %s: %s" % (r["path"], r["variant"],
                                                            r.get("error", "")) for r in missing]
