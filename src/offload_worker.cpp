@@ -3,10 +3,10 @@
 //
 //   offload_worker --broker redis|rabbitmq --port N [--host H] [--queue tasks] [--threads 2]
 //                  [--max-in-flight 4] [--max-attempts 3] [--reconnect-for-ms 30000]
-//                  [--reliable --consumer-id ID]        (redis: processing list, recovered at
-//                  start)
-//                  [--persistent] [--confirms] [--prefetch N]   (rabbitmq)
-//                  [--verbose]
+//                  [--connect-timeout-ms 2000] [--io-timeout-ms 5000] [--verbose]
+//   redis:    [--reliable --consumer-id ID]  processing list, recovered at start
+//   rabbitmq: [--persistent] [--confirms] [--prefetch N] [--vhost V] [--user U]
+//             (password from the environment variable OFFLOAD_BROKER_PASSWORD)
 // Exits 0 on SIGTERM/SIGINT after finishing the tasks in flight; 1 if the broker stays
 // unreachable; 2 on bad arguments.
 #include <csignal>

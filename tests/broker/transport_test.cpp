@@ -154,14 +154,19 @@ TEST_P(BrokerTest, WorkerCrashBeforeAckLosesNothing) {
   auto t = ob::open_transport(options(broker(), server.port()));
   ob::rpc_client client(*t, k_queue);
   auto first = start_worker(broker(), server.port());
-  const std::string id = client.send("spin_us", "1500000");  // 1.5 s of work
-  // Wait until the worker holds it (received, not acked), then crash it.
+  // Once a round trip has worked, the worker is consuming.
+  ASSERT_EQ(client.call("echo", "up", 20000ms).body, "up") << first->stderr_text();
+  const std::string id = client.send("spin_us", "3000000");  // 3 s of work
+  // Wait until the worker holds it (received, not acked): the queue reads empty twice in a row
+  // (RabbitMQ may answer the first read before it has routed the message).
   const auto deadline = clock_type::now() + 10s;
-  while (t->length(k_queue) > 0 && clock_type::now() < deadline) {
-    std::this_thread::sleep_for(20ms);
+  int empty_reads = 0;
+  while (empty_reads < 2 && clock_type::now() < deadline) {
+    empty_reads = t->length(k_queue) == 0 ? empty_reads + 1 : 0;
+    std::this_thread::sleep_for(50ms);
   }
-  ASSERT_EQ(t->length(k_queue), 0u) << "the worker never took the message";
-  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(empty_reads, 2) << "the worker never took the message";
+  std::this_thread::sleep_for(300ms);
   first->kill_hard();
   EXPECT_FALSE(client.next_reply(300ms)) << "the crashed worker cannot have replied";
   // RabbitMQ requeues it when the connection drops; Redis: the restarted worker of the same
@@ -216,6 +221,28 @@ TEST_P(BrokerTest, DownBrokerIsAClearErrorWithinBoundedTime) {
   EXPECT_EQ(w.wait_exit(10s), 1);
   EXPECT_NE(w.stderr_text().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
       << w.stderr_text();
+}
+
+TEST_P(BrokerTest, BrokerDyingWhileACallerWaitsIsAnErrorNotAHang) {
+  obt::broker_process server(broker());
+  auto worker = start_worker(broker(), server.port());
+  auto t = ob::open_transport(options(broker(), server.port()));
+  ob::rpc_client client(*t, k_queue);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(500ms);
+    server.stop();
+  });
+  const auto t0 = clock_type::now();
+  try {
+    client.call("spin_us", "30000000", 60s);  // 30 s of work: the broker dies long before
+    ADD_FAILURE() << "a reply came from a stopped broker";
+  } catch (const ob::broker_error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(server.port())), std::string::npos)
+        << e.what();
+  }
+  killer.join();
+  EXPECT_LT(clock_type::now() - t0, 20s);
+  worker->kill_hard();
 }
 
 TEST_P(BrokerTest, SilentServerTimesOutInsteadOfHanging) {

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 
 #include <offload/broker/cli_args.hpp>
@@ -45,6 +46,11 @@ connect_options cli_args::connection() const {
   o.persistent = flag("--persistent");
   o.confirms = flag("--confirms");
   o.prefetch = static_cast<unsigned>(number("--prefetch", 0));
+  o.vhost = value("--vhost", "/");
+  o.user = value("--user", "guest");
+  if (const char* pw = std::getenv("OFFLOAD_BROKER_PASSWORD"); pw != nullptr) {
+    o.password = pw;
+  }
   if (o.broker.empty() || o.where.port <= 0) {
     throw std::invalid_argument("--broker redis|rabbitmq and --port are required");
   }

@@ -17,7 +17,8 @@ class cli_args {
   long number(std::string_view name, long fallback) const;
   bool flag(std::string_view name) const;
   /// Broker options: --broker --host --port --connect-timeout-ms --io-timeout-ms --reliable
-  /// --consumer-id --persistent --confirms --prefetch.
+  /// --consumer-id --persistent --confirms --prefetch --vhost --user; the RabbitMQ password comes
+  /// from the environment variable OFFLOAD_BROKER_PASSWORD (default "guest"), never argv.
   connect_options connection() const;
 
  private:

@@ -17,6 +17,9 @@ std::unique_ptr<transport> open_transport(const connect_options& o) {
     r.persistent = o.persistent;
     r.confirms = o.confirms;
     r.prefetch = static_cast<std::uint16_t>(o.prefetch);
+    r.vhost = o.vhost;
+    r.user = o.user;
+    r.password = o.password;
     return std::make_unique<rabbitmq_transport>(std::move(r));
   }
   throw std::invalid_argument("unknown broker '" + o.broker + "' (redis or rabbitmq)");

@@ -13,9 +13,12 @@ struct connect_options {
   endpoint where;
   bool reliable = false;  ///< redis: BLMOVE into a processing list
   std::string consumer_id = "worker";
-  bool persistent = false;  ///< rabbitmq: delivery mode 2
-  bool confirms = false;    ///< rabbitmq: publisher confirms
-  unsigned prefetch = 0;    ///< rabbitmq: basic.qos
+  bool persistent = false;         ///< rabbitmq: delivery mode 2
+  bool confirms = false;           ///< rabbitmq: publisher confirms
+  unsigned prefetch = 0;           ///< rabbitmq: basic.qos
+  std::string vhost = "/";         ///< rabbitmq
+  std::string user = "guest";      ///< rabbitmq; guest may log in from loopback only
+  std::string password = "guest";  ///< rabbitmq
 };
 
 /// Opens the transport; throws broker_error if it cannot connect, std::invalid_argument for an
