@@ -4,8 +4,10 @@
 /// @brief offload::executor: a work-stealing thread pool with lock-free submission, futures and
 /// bounded-spin parking.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -14,17 +16,23 @@
 #include <thread>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include <concurrentqueue/concurrentqueue.h>
 
+#include "offload/clock.hpp"
+#include "offload/dead_letter.hpp"
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/event_count.hpp"
+#include "offload/detail/policy_task.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/detail/tick_clock.hpp"
+#include "offload/detail/timer_service.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
@@ -34,6 +42,8 @@
 #include "offload/metrics.hpp"
 #include "offload/task_events.hpp"
 #include "offload/task_options.hpp"
+#include "offload/task_state.hpp"
+#include "offload/this_task.hpp"
 
 namespace offload {
 
@@ -62,11 +72,15 @@ struct executor_stats {
 /// the process; waiting inside a worker helps, so it never deadlocks the pool; submissions after
 /// shutdown() began throw offload::rejected. Destruction drains.
 /// Thread-safe, except that shutdown() and the destructor must not run on one of its workers.
-class executor final : private detail::scheduler {
+class executor final : private detail::scheduler, private detail::policy_host {
  public:
   /// Starts the workers. Throws std::invalid_argument for invalid options.
   explicit executor(executor_options options = {})
-      : m_options((options.validate(), std::move(options))), m_uid(next_uid()) {
+      : m_options((options.validate(), std::move(options))),
+        m_uid(next_uid()),
+        m_timers(m_options.clock, [this](detail::task_node* node) {
+          requeue_from_timer(node);
+        }) {
     detail::tick_clock::warm_up();
     m_started_ns = detail::tick_clock::now_ns();
     for (std::size_t l = 0; l < k_lane_count; ++l)
@@ -116,9 +130,16 @@ class executor final : private detail::scheduler {
   /// As submit(fn, args...), with a lane and a name. When the lane is bounded and full, its
   /// overflow policy applies: offload::rejected, a bounded wait, or running the task on the
   /// calling thread before submit() returns (its future is then already ready).
+  ///
+  /// With a retry policy, a delay, a deadline or a key, the task takes the policy path: invalid
+  /// options throw std::invalid_argument naming the field; retries wait in the executor's timer;
+  /// after the last attempt the task is dead-lettered and its future throws the last exception;
+  /// a task not started by its deadline never runs and its future throws offload::expired.
   template <class F, class... Args>
   auto submit(const task_options& options, F&& fn, Args&&... args)
       -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+    if (options.needs_policy())
+      return submit_policy<true>(options, std::forward<F>(fn), std::forward<Args>(args)...);
     return submit_with(&options, std::forward<F>(fn), std::forward<Args>(args)...);
   }
 
@@ -134,7 +155,39 @@ class executor final : private detail::scheduler {
   /// As post(fn, args...), with a lane and a name (see submit(options, ...)).
   template <class F, class... Args>
   void post(const task_options& options, F&& fn, Args&&... args) {
+    if (options.needs_policy()) {
+      (void)submit_policy<false>(options, std::forward<F>(fn), std::forward<Args>(args)...);
+      return;
+    }
     enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), &options);
+  }
+
+  /// The dead-letter store, oldest first (a snapshot). Bounded by executor_options::dead_letters.
+  std::vector<dead_letter> dead_letters() const {
+    std::lock_guard lock(m_dead_mutex);
+    prune_dead_letters(m_timers.now());
+    return {m_dead.begin(), m_dead.end()};
+  }
+
+  /// Runs a dead-lettered task again as a new submission (fire-and-forget, attempts reset, same
+  /// lane, name, key and retry policy) and removes its record. Returns false if the record is
+  /// gone (evicted or requeued already) or its callable could not be kept (not copyable).
+  bool requeue(const dead_letter& record) {
+    std::shared_ptr<detail::replayable> replay;
+    {
+      std::lock_guard lock(m_dead_mutex);
+      auto it = std::find_if(m_dead.begin(), m_dead.end(), [&](const dead_letter& d) {
+        return d.id == record.id;
+      });
+      if (it == m_dead.end() || !it->replay)
+        return false;
+      replay = it->replay;
+      m_dead.erase(it);
+    }
+    task_options o{
+        .lane = record.lane, .retry = replay->retry, .key = record.key, .name = record.name};
+    post(o, replay->callable());
+    return true;
   }
 
   /// Blocks until nothing is queued or running; returns at once if idle. Everything the
@@ -184,6 +237,12 @@ class executor final : private detail::scheduler {
         while (p->busy.load(std::memory_order_seq_cst)) std::this_thread::yield();
       }
     }
+    // Delayed tasks and retries still waiting are resolved now (cancelled: interrupted by
+    // shutdown) rather than waited for; later retries are refused (schedule_retry).
+    m_timers.stop([this](detail::task_node* node) {
+      discard_from_timer(node);
+    });
+    m_quiet.notify_all();
     if (mode == shutdown_mode::drain)
       wait_idle();
     m_phase.store(phase::stopped, std::memory_order_seq_cst);
@@ -219,12 +278,13 @@ class executor final : private detail::scheduler {
     std::array<std::uint64_t, k_lane_count> resolved_outside{};
     std::array<std::uint64_t, k_lane_count> completed_by_workers{};
     std::array<std::uint64_t, k_lane_count> taken{};
-    // Read order: completed, then taken, then submitted (see lane_counters), so the derived
-    // gauges are never negative.
+    // Read order: outcomes (completed, resolved outside, retried), then the timer's counts, then
+    // taken, then submitted: each flow is read after the flows that follow it in a task's life,
+    // so the derived gauges stay within the tasks in flight during the call (and are clamped).
     for (std::size_t l = 0; l < k_lane_count; ++l) {
       lane_metrics& lm = m.lanes[l];
       for (std::size_t o = 0; o < k_outcome_count; ++o) {
-        // [M1] acquire; pairs with the release increments in resolve_outside().
+        // [M1] acquire; pairs with the release increments in resolve_outside() [M2].
         const std::uint64_t outside = m_resolved_outside[l][o].load(std::memory_order_acquire);
         resolved_outside[l] += outside;
         lm.completed[o] += outside;
@@ -234,6 +294,16 @@ class executor final : private detail::scheduler {
           lm.completed[o] += c;
         }
       }
+      for (const auto& w : m_workers) lm.retries += w->counters.lanes[l].retried.read();
+    }
+    const auto timers = m_timers.read_counts();
+    std::array<std::uint64_t, k_lane_count> running_now{};
+    for (const auto& w : m_workers) {
+      for (std::size_t l = 0; l < k_lane_count; ++l)
+        running_now[l] += w->counters.lanes[l].running.load(std::memory_order_relaxed);
+    }
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      lane_metrics& lm = m.lanes[l];
       for (const auto& w : m_workers) {
         const auto& lc = w->counters.lanes[l];
         taken[l] += lc.taken.read();
@@ -248,11 +318,25 @@ class executor final : private detail::scheduler {
       for (auto b : lm.run.buckets) lm.run.count += b;
     }
     read_submissions(m.lanes);
+    auto clamp = [](std::int64_t v) {
+      return v > 0 ? static_cast<std::uint64_t>(v) : std::uint64_t{0};
+    };
     for (std::size_t l = 0; l < k_lane_count; ++l) {
       lane_metrics& lm = m.lanes[l];
-      lm.running = taken[l] > completed_by_workers[l] ? taken[l] - completed_by_workers[l] : 0;
-      const std::uint64_t left = taken[l] + resolved_outside[l];
-      lm.queued = lm.submitted > left ? lm.submitted - left : 0;
+      const auto i = [](std::uint64_t v) {
+        return static_cast<std::int64_t>(v);
+      };
+      lm.scheduled = clamp(i(timers.in_delay[l]) + i(timers.in_retry[l]) - i(timers.fired[l]) -
+                           i(timers.dropped[l]));
+      // Tasks in progress now, counted where they run (bounded by the workers and the waits that
+      // nest on them); equal to taken - completed - retried whenever the pool is idle.
+      lm.running = running_now[l];
+      lm.queued = clamp(i(lm.submitted) - i(timers.in_delay[l]) + i(timers.fired[l]) - i(taken[l]) -
+                        (i(resolved_outside[l]) - i(timers.dropped[l])));
+    }
+    {
+      std::lock_guard lock(m_dead_mutex);
+      m.dead_letters = m_dead.size();
     }
     const std::vector<double> running_for = observe_workers(now);
     for (const auto& w : m_workers) {
@@ -391,6 +475,295 @@ class executor final : private detail::scheduler {
     } catch (...) {
       detail::discard_task(node, detail::discard_reason::rejected);
       throw;
+    }
+  }
+
+  /// Resolves a de-duplicated follower from its leader's result (copy), unless cancelled.
+  template <class R>
+  struct copy_result final : detail::continuation {
+    copy_result(detail::state_ref<R> from, detail::state_ref<R> to)
+        : source(std::move(from)), target(std::move(to)) {}
+    void fire() noexcept override {
+      if (!target->try_claim())
+        return;  // the follower was cancelled
+      if (std::exception_ptr e = source->exception()) {
+        target->set_exception(std::move(e));
+        return;
+      }
+      try {
+        if constexpr (std::is_void_v<R>) {
+          target->set_value();
+        } else {
+          target->set_value(source->peek());
+        }
+      } catch (...) {
+        target->set_exception(std::current_exception());
+      }
+    }
+    detail::state_ref<R> source;
+    detail::state_ref<R> target;
+  };
+
+  /// At the deadline: resolves a task that has not started with offload::expired.
+  template <class R>
+  struct expire_action {
+    detail::state_ref<R> state;
+    task_outcome operator()() {
+      if (state->try_claim()) {
+        state->store_exception(std::make_exception_ptr(
+            offload::expired("offload: task expired: its deadline passed before it started")));
+        state->publish();
+      }
+      return task_outcome::expired;
+    }
+  };
+
+  /// A key's leader: the internal state every submission of the key follows.
+  struct key_entry {
+    detail::shared_state_base* leader = nullptr;  // holds one reference
+    const std::type_info* result_type = nullptr;
+    std::function<void()> release_leader;
+  };
+
+  /// The policy path of submit()/post(): validates, builds a policy_task, and queues it now, at
+  /// its delay (timer), with an expiry timer for a deadline; de-duplicates by key.
+  template <bool WithFuture, class F, class... Args>
+  auto submit_policy(const task_options& o, F&& fn, Args&&... args)
+      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+    using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+    o.validate();
+    auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
+    using call_t = decltype(call);
+    const std::string* key = intern(o.key);
+    detail::state_ref<R> state;
+    future<R> result;
+    std::unique_lock key_lock(m_keys_mutex, std::defer_lock);
+    if (key != nullptr) {
+      if constexpr (WithFuture && !std::is_void_v<R> && !std::is_copy_constructible_v<R>) {
+        throw std::invalid_argument(
+            "offload::task_options.key needs a copyable result type: every submission of the key "
+            "gets a copy of the one task's result");
+      }
+      key_lock.lock();
+      if (auto it = m_keys.find(*key); it != m_keys.end()) {
+        if constexpr (!WithFuture) {
+          return result;  // post() of a key that is pending: the pending task covers it
+        } else {
+          if (*it->second.result_type != typeid(R)) {
+            throw std::invalid_argument("offload::task_options.key '" + *key +
+                                        "' is pending with a different result type");
+          }
+          auto* leader = static_cast<detail::shared_state<R>*>(it->second.leader);
+          return follow(leader);
+        }
+      }
+    }
+    if constexpr (WithFuture) {
+      // States start with two references: the task's (`state`) and a second one, which goes to
+      // the caller's future, or for a key to the key table (the caller gets a follower).
+      state = detail::state_ref<R>(detail::shared_state<R>::create(this));
+      if (key != nullptr) {
+        result = follow(state.get());
+        m_keys.emplace(*key, key_entry{state.get(), &typeid(R), [raw = state.get()] {
+                                         detail::state_ref<R> drop(raw);  // adopts, then releases
+                                       }});
+      } else {
+        result = detail::make_future(detail::state_ref<R>(state.get()));
+      }
+    } else if (key != nullptr) {
+      m_keys.emplace(*key, key_entry{nullptr, &typeid(void), {}});
+    }
+    if (key_lock.owns_lock())
+      key_lock.unlock();
+    if (state && o.delay > clock::duration::zero())
+      state->set_state(task_state::scheduled);
+    auto plan = std::make_unique<detail::task_plan>();
+    plan->retry = o.retry;
+    plan->deadline = o.deadline;
+    plan->name = intern(o.name);
+    plan->key = key;
+    plan->lane = o.lane;
+    const std::string* name = plan->name;
+    detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
+    detail::task_node* node = nullptr;
+    try {
+      node = detail::make_task(
+          detail::policy_task<R, call_t>{std::move(state), std::move(call), std::move(plan), this});
+    } catch (...) {
+      release_key(key);
+      throw;
+    }
+    node->lane = o.lane;
+    node->name = name;
+    if (expiry) {
+      detail::task_node* timer = detail::make_task(expire_action<R>{std::move(expiry)});
+      timer->lane = o.lane;
+      if (!m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false))
+        detail::discard_task(timer, detail::discard_reason::shutdown);
+    }
+    if (o.delay > clock::duration::zero()) {
+      schedule_delayed(node, m_timers.now() + o.delay);
+    } else {
+      try {
+        enqueue_or_throw(node);
+      } catch (...) {
+        detail::discard_task(node, detail::discard_reason::rejected);
+        throw;
+      }
+    }
+    return result;
+  }
+
+  /// A new future that receives a copy of `leader`'s result.
+  template <class R>
+  future<R> follow(detail::shared_state<R>* leader) {
+    leader->add_ref();
+    detail::state_ref<R> source(leader);
+    detail::state_ref<R> target(detail::shared_state<R>::create(this));
+    detail::state_ref<R> for_caller(target.get());
+    if (!leader->is_ready())
+      for_caller->set_state(leader->state());
+    leader->attach(new copy_result<R>(std::move(source), std::move(target)));
+    return detail::make_future(std::move(for_caller));
+  }
+
+  /// Counts a delayed task as submitted and puts it into the timer; throws offload::rejected
+  /// (discarding the node) once shutdown began.
+  void schedule_delayed(detail::task_node* node, clock::time_point due) {
+    const std::size_t l = index_of(node->lane);
+    mark_lane_used(l);
+    if (detail::worker* w = current_worker()) {
+      w->counters.lanes[l].submitted.add();
+    } else {
+      producer& p = local_producer();
+      if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
+        p.lanes[l].rejected.add();
+        detail::discard_task(node, detail::discard_reason::rejected);
+        throw rejected("offload: executor is shut down; submission rejected");
+      }
+      p.lanes[l].submitted.add();
+    }
+    bool scheduled = false;
+    try {
+      scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false);
+    } catch (...) {
+    }
+    if (!scheduled) {  // shut down meanwhile (or out of memory): resolved, and refused
+      resolve_outside(l, task_outcome::cancelled);
+      detail::discard_task(node, detail::discard_reason::rejected);
+      m_quiet.notify_all();
+      throw rejected("offload: executor is shut down; submission rejected");
+    }
+    notify_submitted(node);
+  }
+
+  /// Timer thread: a delayed task or a retry is due; queue it (not counted again as submitted).
+  void requeue_from_timer(detail::task_node* node) noexcept {
+    if (node->ops->became_ready != nullptr)
+      node->ops->became_ready(node);
+    const std::size_t l = index_of(node->lane);
+    bool queued = false;
+    try {
+      producer& p = local_producer();
+      node->enqueued_ns = sample_time(p.timing_tick);
+      queued = m_inboxes[l].enqueue(p.tokens[l], node);
+    } catch (...) {
+    }
+    if (!queued) {
+      discard_from_timer(node);
+      return;
+    }
+    m_idle.notify_one();
+  }
+
+  /// A timed task that will not run (shutdown, or no memory to queue it): resolved as cancelled.
+  void discard_from_timer(detail::task_node* node) noexcept {
+    const std::size_t l = index_of(node->lane);
+    detail::discard_task(node, detail::discard_reason::shutdown);
+    resolve_outside(l, task_outcome::cancelled);
+    m_quiet.notify_all();
+  }
+
+  // policy_host
+  clock::time_point timer_now() const noexcept override { return m_timers.now(); }
+
+  bool schedule_retry(clock::time_point due, detail::task_node* node) override {
+    if (m_phase.load(std::memory_order_relaxed) != phase::running)
+      return false;
+    try {
+      return m_timers.schedule(due, node, detail::timer_kind::start, true);
+    } catch (...) {
+      return false;
+    }
+  }
+
+  double next_uniform() noexcept override {
+    thread_local detail::xorshift32 rng(
+        static_cast<std::uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()) | 1u));
+    return static_cast<double>(rng.next()) / 4294967295.0;
+  }
+
+  void add_dead_letter(dead_letter d) noexcept override {
+    try {
+      std::optional<dead_letter> for_hook;
+      {
+        std::lock_guard lock(m_dead_mutex);
+        d.id = ++m_next_dead_id;
+        if (m_options.on_dead_letter)
+          for_hook = d;
+        if (m_options.dead_letters.max_count > 0)
+          m_dead.push_back(std::move(d));
+        prune_dead_letters(m_timers.now());
+      }
+      if (for_hook) {
+        try {
+          m_options.on_dead_letter(*for_hook);
+        } catch (...) {  // the hook must not throw; the record is kept regardless
+        }
+      }
+    } catch (...) {  // out of memory: the failure still reaches the future and the counters
+    }
+  }
+
+  void release_key(const std::string* key) noexcept override {
+    if (key == nullptr)
+      return;
+    std::function<void()> release;
+    {
+      std::lock_guard lock(m_keys_mutex);
+      auto it = m_keys.find(*key);
+      if (it == m_keys.end())
+        return;
+      release = std::move(it->second.release_leader);
+      m_keys.erase(it);
+    }
+    if (release)
+      release();
+  }
+
+  /// Evicts records past max_count or max_age, oldest first. Caller holds m_dead_mutex.
+  void prune_dead_letters(clock::time_point now) const {
+    while (!m_dead.empty() &&
+           (m_dead.size() > m_options.dead_letters.max_count ||
+            now - m_dead.front().last_failure > m_options.dead_letters.max_age)) {
+      m_dead.pop_front();
+    }
+  }
+
+  /// A plain task (no policy) failed: its dead letter, without a kept callable.
+  void dead_letter_plain(const std::string* name,
+                         offload::lane lane,
+                         const std::exception_ptr& error) noexcept {
+    try {
+      dead_letter d;
+      d.name = name ? *name : std::string();
+      d.attempts = 1;
+      d.lane = lane;
+      d.error = detail::exception_text(error);
+      d.exception_type = detail::exception_type_name(error);
+      d.first_failure = d.last_failure = m_timers.now();
+      add_dead_letter(std::move(d));
+    } catch (...) {
     }
   }
 
@@ -562,6 +935,7 @@ class executor final : private detail::scheduler {
     const std::string* name = node->name;
     task_outcome outcome = task_outcome::succeeded;
     std::exception_ptr error;
+    notify_started(name, lane);
     try {
       outcome = detail::run_task(node);
     } catch (...) {
@@ -571,6 +945,8 @@ class executor final : private detail::scheduler {
     }
     if (outcome == task_outcome::failed && !error)
       error = std::exchange(detail::tl_last_task_error, nullptr);
+    if (outcome == task_outcome::failed && error)
+      dead_letter_plain(name, lane, error);
     notify_finished(name, lane, outcome, error);
     resolve_outside(l, outcome);
     m_quiet.notify_all();  // a wait_idle() caller may be waiting for this task
@@ -590,6 +966,16 @@ class executor final : private detail::scheduler {
                          node->lane,
                          task_outcome::succeeded,
                          nullptr});
+  }
+
+  void notify_started(const std::string* name, offload::lane lane) const {
+    if (m_options.hooks.on_started) {
+      call_hook(m_options.hooks.on_started,
+                task_event{name ? std::string_view(*name) : std::string_view(),
+                           lane,
+                           task_outcome::succeeded,
+                           nullptr});
+    }
   }
 
   void notify_finished(const std::string* name,
@@ -679,13 +1065,15 @@ class executor final : private detail::scheduler {
     const std::uint32_t used = m_lanes_used.load(std::memory_order_relaxed);
     detail::task_node* node = nullptr;
     if (w.picks_to_guard <= 1) {
-      const std::size_t first = 1 + w.guard_turn % (k_lane_count - 1);
-      for (std::size_t l = first; l < k_lane_count && node == nullptr; ++l) {
+      // A guard pick: the lanes below critical in rotation, starting one further each time, so
+      // that every one of them comes first at least once per 3 guard picks, whether or not the
+      // others have work.
+      const std::uint32_t turn = w.guard_turn++;
+      for (std::uint32_t k = 0; k < k_lane_count - 1 && node == nullptr; ++k) {
+        const std::size_t l = 1 + (turn + k) % (k_lane_count - 1);
         if ((used & (1u << l)) != 0)
           node = take_from_lane(w, l, inbox_first);
       }
-      if (node != nullptr)
-        ++w.guard_turn;
     }
     for (std::size_t l = 0; l < k_lane_count && node == nullptr; ++l) {
       if ((used & (1u << l)) != 0)
@@ -755,20 +1143,16 @@ class executor final : private detail::scheduler {
     }
     auto& depth = w.counters.running_depth;  // owner-written: plain increments
     depth.store(depth.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    lc.running.store(lc.running.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
     const std::string* name = node->name;
-    if (m_options.hooks.on_started) {
-      call_hook(m_options.hooks.on_started,
-                task_event{name ? std::string_view(*name) : std::string_view(),
-                           node->lane,
-                           task_outcome::succeeded,
-                           nullptr});
-    }
     task_outcome outcome = task_outcome::cancelled;
     std::exception_ptr error;
+    detail::tl_dead_letter_recorded = false;
     if (cancelling()) {
       detail::discard_task(node, detail::discard_reason::shutdown);
     } else {
+      notify_started(name, task_lane);
       try {
         outcome = detail::run_task(node);
       } catch (...) {
@@ -782,8 +1166,16 @@ class executor final : private detail::scheduler {
       lc.run.record(detail::tick_clock::now_ns() - start);
     w.current_lane = outer_lane;
     depth.store(depth.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    lc.running.store(lc.running.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    if (outcome == detail::k_outcome_retried) {  // not final: the task waits in the timer
+      lc.retried.add();
+      w.counters.finished.add();
+      return;
+    }
     if (outcome == task_outcome::failed && !error)
       error = std::exchange(detail::tl_last_task_error, nullptr);
+    if (outcome == task_outcome::failed && error && !detail::tl_dead_letter_recorded)
+      dead_letter_plain(name, task_lane, error);
     if (m_has_finish_hooks)
       notify_finished(name, task_lane, outcome, error);
     lc.completed[static_cast<std::size_t>(outcome)].add();
@@ -971,7 +1363,8 @@ class executor final : private detail::scheduler {
   static inline thread_local detail::worker* tl_worker = nullptr;
 
   executor_options m_options;
-  std::uint64_t m_uid;  // distinguishes executors in threads' producer caches
+  std::uint64_t m_uid;             // distinguishes executors in threads' producer caches
+  detail::timer_service m_timers;  // delays, deadlines, retries; its thread starts on first use
   std::uint64_t m_started_ns = 0;
   bool m_has_finish_hooks = m_options.hooks.on_failure || m_options.hooks.on_finished;
   detail::lane_inboxes m_inboxes;
@@ -997,6 +1390,11 @@ class executor final : private detail::scheduler {
   };
   mutable std::mutex m_watch_mutex;  // slow path: metrics() and health()
   mutable std::vector<watch> m_watch;
+  mutable std::mutex m_dead_mutex;  // failure path: the dead-letter store
+  mutable std::deque<dead_letter> m_dead;
+  std::uint64_t m_next_dead_id = 0;
+  std::mutex m_keys_mutex;  // keyed submissions: de-duplication table
+  std::unordered_map<std::string, key_entry> m_keys;
   std::mutex m_names_mutex;  // slow path: a thread's first submission of a new task name
   std::unordered_set<std::string> m_names;
 };

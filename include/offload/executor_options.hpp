@@ -9,10 +9,13 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
+#include "offload/clock.hpp"
+#include "offload/dead_letter.hpp"
 #include "offload/lane.hpp"
 #include "offload/task_events.hpp"
 
@@ -59,10 +62,10 @@ struct executor_options {
   std::function<void(std::exception_ptr)> on_task_error{};
   /// Per-lane limits, indexed by index_of(lane). Default: every lane unbounded.
   std::array<lane_options, k_lane_count> lanes{};
-  /// Starvation guard: every starvation_guard-th task a worker takes, it serves a lower lane
-  /// first (high, normal and low in turn). So while a lane below critical has work, each worker
-  /// takes one of its tasks at least once per 3 × starvation_guard tasks (G5). Accepted: 2 to
-  /// 2^20.
+  /// Starvation guard: every starvation_guard-th task a worker takes is a guard pick, which
+  /// searches the lanes below critical first, in rotation (high, normal, low; then normal, low,
+  /// high; ...). So while a lane below critical has work, each worker takes one of its tasks at
+  /// least once per 3 × starvation_guard tasks (G5). Accepted: 2 to 2^20.
   unsigned starvation_guard = 32;
   /// A worker whose current task has run longer than this is reported stuck by health().
   /// Accepted: 1 ms to 24 h.
@@ -73,6 +76,13 @@ struct executor_options {
   unsigned timing_sample_interval = 16;
   /// Optional observers of task events; unset hooks cost nothing measurable.
   task_hooks hooks{};
+  /// Bounds of the dead-letter store (executor::dead_letters()).
+  dead_letter_options dead_letters{};
+  /// Called with each new dead letter, on the worker where the task failed; must not throw.
+  std::function<void(const dead_letter&)> on_dead_letter{};
+  /// The clock of delays, deadlines and retry timers; null: offload::clock (real time). Tests
+  /// pass a manual_clock to make timed behaviour deterministic.
+  std::shared_ptr<manual_clock> clock{};
 
   /// Effective worker count after applying the default.
   unsigned resolved_workers() const noexcept {
@@ -118,6 +128,17 @@ struct executor_options {
       throw std::invalid_argument(
           "offload::executor_options.starvation_guard must be in [2, 1048576], got " +
           std::to_string(starvation_guard));
+    }
+    if (dead_letters.max_count > 10'000'000) {
+      throw std::invalid_argument(
+          "offload::executor_options.dead_letters.max_count must be in [0, 10000000], got " +
+          std::to_string(dead_letters.max_count));
+    }
+    if (dead_letters.max_age < std::chrono::seconds(1) ||
+        dead_letters.max_age > std::chrono::hours(24 * 365)) {
+      throw std::invalid_argument(
+          "offload::executor_options.dead_letters.max_age must be in [1s, 365 days], got " +
+          std::to_string(dead_letters.max_age.count()) + "s");
     }
     if (timing_sample_interval < 1 || timing_sample_interval > 65536) {
       throw std::invalid_argument(

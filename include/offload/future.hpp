@@ -13,6 +13,8 @@
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/error.hpp"
+#include "offload/task_state.hpp"
+#include "offload/this_task.hpp"
 
 namespace offload {
 
@@ -84,6 +86,7 @@ struct producing_task {
   task_outcome operator()() {
     if (!state->try_start())
       return task_outcome::cancelled;  // cancelled while queued: never runs
+    const task_context_scope context({state.get(), 1});
     const task_outcome outcome = store_result(*state.get(), *fn);
     fn.reset();
     state->publish();
@@ -159,9 +162,18 @@ class future {
     }
   }
 
-  /// Requests cancellation. A task that has not started never runs and get() throws
-  /// offload::cancelled. Returns true if this call took effect, false if the task had already
-  /// started or finished (or was cancelled before). Thread-safe with respect to the task.
+  /// Where the task is: queued, scheduled, running, retrying, or a terminal state (succeeded,
+  /// failed, cancelled, expired) that never changes once reached.
+  task_state state() const {
+    check();
+    return m_state->state();
+  }
+
+  /// Requests cancellation. A task that has not started (queued, delayed or waiting for a retry)
+  /// never runs and get() throws offload::cancelled. A running task sees the request through
+  /// offload::this_task::stop_requested() and is not retried. Returns true if this call took
+  /// effect (the task will not run again), false if it is running or finished (or was cancelled
+  /// before). Thread-safe with respect to the task.
   bool cancel() {
     check();
     return m_state->cancel("offload: task cancelled");

@@ -3,21 +3,52 @@
 /// @file task_options.hpp
 /// @brief Per-task options for executor::submit and executor::post.
 
+#include <chrono>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
+#include "offload/clock.hpp"
 #include "offload/lane.hpp"
+#include "offload/retry_policy.hpp"
 
 namespace offload {
 
 /// Options of one task: an aggregate for designated initializers. The leading field order is part
-/// of the public contract (lane, retry, delay, deadline, key, name); fields the executor does not
-/// support yet are absent rather than ignored.
+/// of the public contract: lane, retry, delay, deadline, key, name.
 struct task_options {
   /// Priority lane. (A task submitted without task_options from inside a worker takes the lane
   /// of the task that submits it; from outside the pool, lane::normal.)
   offload::lane lane = offload::lane::normal;
-  /// Name reported to hooks and failure handlers. Empty: unnamed.
+  /// Retries with backoff; default one attempt. After the last attempt the task is dead-lettered
+  /// and its future throws the last exception.
+  offload::retry_policy retry{};
+  /// Start no earlier than this after submission (waits in a timer, not in a worker). >= 0.
+  clock::duration delay{};
+  /// If the task has not started by then it never runs: its future throws offload::expired
+  /// (resolved at the deadline, not when a worker reaches it).
+  std::optional<clock::time_point> deadline{};
+  /// De-duplication: while a task with this key is pending or running, submitting the key again
+  /// returns a future of that task instead of starting a second (see executor::submit). Empty:
+  /// none.
+  std::string key{};
+  /// Name reported to hooks, failure handlers and dead letters. Empty: unnamed.
   std::string name{};
+
+  /// Throws std::invalid_argument naming the first invalid field.
+  void validate() const {
+    if (delay < clock::duration::zero()) {
+      throw std::invalid_argument("offload::task_options.delay must not be negative, got " +
+                                  std::to_string(delay.count()) + " ticks");
+    }
+    retry.validate();
+  }
+
+  /// True if the task needs the policy path (timers, retries, dead letters, de-duplication).
+  bool needs_policy() const noexcept {
+    return retry.max_attempts > 1 || static_cast<bool>(retry.retry_if) ||
+           delay > clock::duration::zero() || deadline.has_value() || !key.empty();
+  }
 };
 
 }  // namespace offload

@@ -20,6 +20,7 @@
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/error.hpp"
+#include "offload/task_state.hpp"
 
 namespace offload::detail {
 
@@ -54,8 +55,36 @@ class shared_state_base {
   bool try_start() noexcept {
     auto expected = k_pending;
     // acq_rel: the winner of pending → {running, claimed} is the single writer of the result.
-    return m_phase.compare_exchange_strong(
-        expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed);
+    if (!m_phase.compare_exchange_strong(
+            expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+      return false;
+    }
+    set_state(task_state::running);
+    return true;
+  }
+
+  /// Gives the claim back for a retry: running → pending, so that cancel() can claim it while
+  /// the retry waits. Only the claim holder (the running task) calls it.
+  void release_for_retry() noexcept {
+    set_state(task_state::retrying);
+    // release; pairs with the acq_rel CAS of the next try_start()/try_claim(): what this attempt
+    // wrote is visible to whoever claims next.
+    m_phase.store(k_pending, std::memory_order_release);
+  }
+
+  /// The task's reported state (future::state()).
+  task_state state() const noexcept { return m_state.load(std::memory_order_acquire); }
+
+  /// Moves the reported state unless it is already terminal (terminal states never change).
+  void set_state(task_state next) noexcept {
+    task_state cur = m_state.load(std::memory_order_relaxed);
+    while (!is_terminal(cur)) {
+      // release; pairs with the acquire in state(). Terminal states are set only by publish().
+      if (m_state.compare_exchange_weak(
+              cur, next, std::memory_order_release, std::memory_order_relaxed)) {
+        return;
+      }
+    }
   }
 
   /// Claims the right to set the result without running: pending → claimed.
@@ -156,6 +185,7 @@ class shared_state_base {
   /// (Tasks destroy their callable between storing and publishing, so a waiter never returns
   /// while the task's captures are still being destroyed.)
   void publish() noexcept {
+    m_state.store(terminal_state(), std::memory_order_release);  // pairs with state()'s acquire
     // [S1] seq_cst store: release half pairs with [S2]; the seq_cst order pairs with the waiter's
     // seq_cst increment of m_waiters [W1]: either we see the waiter below, or it sees `ready`.
     m_phase.store(k_ready, std::memory_order_seq_cst);
@@ -182,6 +212,22 @@ class shared_state_base {
   // waiting for the spin to end (measured: cold p50 57 µs with a 40 µs pure spin, 14 µs now).
   static constexpr int k_spin_before_block = 128;
   static constexpr int k_yield_before_block = 16;
+
+  /// The terminal state the stored result stands for (classifying an exception rethrows it:
+  /// failure paths only).
+  task_state terminal_state() const noexcept {
+    if (!m_exception)
+      return task_state::succeeded;
+    try {
+      std::rethrow_exception(m_exception);
+    } catch (const offload::cancelled&) {
+      return task_state::cancelled;
+    } catch (const offload::expired&) {
+      return task_state::expired;
+    } catch (...) {
+      return task_state::failed;
+    }
+  }
 
   static continuation* closed() noexcept {
     static_assert(alignof(continuation) > 1);
@@ -231,6 +277,7 @@ class shared_state_base {
   scheduler* m_scheduler;                               // runs then() continuations; may be null
   std::exception_ptr m_exception;                       // written by the claim holder only
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
+  std::atomic<task_state> m_state{task_state::queued};  // reported; terminal once published
 };
 
 /// The value slot type: void results are stored as std::monostate.
@@ -265,6 +312,10 @@ class shared_state final : public shared_state_base {
   void store_value(Args&&... args) {
     m_value.emplace(std::forward<Args>(args)...);
   }
+
+  /// The stored value, left in place (de-duplicated tasks copy it to each follower).
+  /// Precondition: is_ready() and no exception.
+  const stored_t<T>& peek() const noexcept { return *m_value; }
 
   /// Moves the result out (or rethrows the exception). Precondition: is_ready().
   stored_t<T> take() {

@@ -34,6 +34,8 @@ struct task_ops {
   task_outcome (*run)(task_node*);
   /// Destroys the callable without running it, resolving any future with the reason.
   void (*discard)(task_node*, discard_reason) noexcept;
+  /// Tells the task it left a timer and is queued again (for future::state()); may be null.
+  void (*became_ready)(task_node*) noexcept;
 };
 
 /// A task: a header and the callable, placed in one pooled block. Never moved once built, so
@@ -106,7 +108,11 @@ struct task_model {
       get(n)->discard(why);
     destroy(n);
   }
-  static constexpr task_ops ops{&run, &discard};
+  static void became_ready(task_node* n) noexcept {
+    if constexpr (requires(F & f) { f.became_ready(); })
+      get(n)->became_ready();
+  }
+  static constexpr task_ops ops{&run, &discard, &became_ready};
 };
 
 /// Builds a task node holding `f` in a block of the calling thread's pool.

@@ -46,8 +46,10 @@ struct lane_counters {
   owned_counter rejected;   ///< refused at submission
   owned_counter taken;      ///< workers only: taken off a queue to run or skip
   std::array<owned_counter, k_outcome_count> completed;  ///< workers only, by task_outcome
-  owned_histogram wait;                                  ///< workers only: enqueue → start
-  owned_histogram run;                                   ///< workers only: start → end
+  owned_counter retried;  ///< workers only: attempts that failed and went to a retry timer
+  std::atomic<std::uint64_t> running{0};  ///< workers only: tasks of this lane running now
+  owned_histogram wait;                   ///< workers only: enqueue → start
+  owned_histogram run;                    ///< workers only: start → end
   /// Workers only: enqueue time of the task of this lane it took most recently (0: none).
   std::atomic<std::uint64_t> last_taken_enqueued_ns{0};
 };

@@ -1,0 +1,275 @@
+#pragma once
+
+/// @file policy_task.hpp
+/// @brief The task wrapper for tasks with policies: deadline, retries with backoff, dead letters,
+/// de-duplication keys. Plain tasks never pay for it.
+
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#if defined(__GNUG__)
+#include <cxxabi.h>
+#endif
+
+#include "offload/clock.hpp"
+#include "offload/dead_letter.hpp"
+#include "offload/detail/shared_state.hpp"
+#include "offload/detail/task.hpp"
+#include "offload/error.hpp"
+#include "offload/future.hpp"
+#include "offload/retry_policy.hpp"
+#include "offload/task_events.hpp"
+#include "offload/this_task.hpp"
+
+namespace offload::detail {
+
+/// An attempt that ended by scheduling a retry: not a final outcome, so not counted as completed.
+inline constexpr task_outcome k_outcome_retried = static_cast<task_outcome>(k_outcome_count);
+
+/// Set by a policy task that recorded its own dead letter, so the executor does not add one.
+inline thread_local bool tl_dead_letter_recorded = false;
+
+/// A dead letter's kept callable: runs the task again as a fresh submission.
+class replayable {
+ public:
+  virtual ~replayable() = default;
+  virtual std::function<void()> callable() const = 0;
+  retry_policy retry;
+};
+
+template <class F>
+class replayable_callable final : public replayable {
+ public:
+  explicit replayable_callable(F f) : m_fn(std::move(f)) {}
+  std::function<void()> callable() const override {
+    return [f = m_fn]() mutable {
+      (void)f();
+    };
+  }
+
+ private:
+  F m_fn;
+};
+
+/// What a policy task needs from its executor.
+class policy_host {
+ public:
+  virtual clock::time_point timer_now() const noexcept = 0;
+  /// Puts a retry into the timer, due at `due`. False once the executor stops accepting retries
+  /// (shutdown): the node is then still the caller's.
+  virtual bool schedule_retry(clock::time_point due, task_node* node) = 0;
+  /// A uniform number in [0, 1] for jitter. Worker threads only.
+  virtual double next_uniform() noexcept = 0;
+  virtual void add_dead_letter(dead_letter d) noexcept = 0;
+  /// The task holding de-duplication key `key` ended (null: no key).
+  virtual void release_key(const std::string* key) noexcept = 0;
+
+ protected:
+  ~policy_host() = default;
+};
+
+/// Per-submission policy data, shared by the attempts of one task.
+struct task_plan {
+  retry_policy retry;
+  std::optional<clock::time_point> deadline;
+  const std::string* name = nullptr;  // interned by the executor
+  const std::string* key = nullptr;   // interned; null: no de-duplication
+  offload::lane lane = offload::lane::normal;
+  unsigned attempt = 1;
+  clock::time_point first_failure{};
+};
+
+/// The exception's dynamic type name, demangled where the ABI allows (e.g. "std::runtime_error").
+inline std::string exception_type_name(const std::exception_ptr& e) {
+  const char* mangled = "unknown";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    mangled = typeid(x).name();
+  } catch (...) {
+    return "unknown";
+  }
+#if defined(__GNUG__)
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> readable(
+      abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  if (status == 0 && readable)
+    return readable.get();
+#endif
+  return mangled;
+}
+inline std::string exception_text(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+/// Runs F with a plan: expires past the deadline, retries failures per the retry policy (the retry
+/// waits in the executor's timer as a new node holding this object), dead-letters final failures,
+/// resolves the future (if any) once, and frees the de-duplication key when the task ends.
+template <class R, class F>
+struct policy_task {
+  state_ref<R> state;  // empty for post()
+  std::optional<F> fn;
+  std::unique_ptr<task_plan> plan;
+  policy_host* host;
+
+  task_outcome operator()() {
+    if (plan->deadline && host->timer_now() >= *plan->deadline)
+      return expire();
+    if (state && !state->try_start()) {  // cancelled or expired while waiting
+      host->release_key(plan->key);
+      return state->state() == task_state::expired ? task_outcome::expired
+                                                   : task_outcome::cancelled;
+    }
+    if (state && state->cancel_requested()) {  // cancelled while running an earlier attempt
+      state->store_exception(
+          std::make_exception_ptr(offload::cancelled("offload: task cancelled")));
+      return finish(task_outcome::cancelled);
+    }
+    std::exception_ptr error;
+    {
+      const task_context_scope context({state ? state.get() : nullptr, plan->attempt});
+      try {
+        if constexpr (std::is_void_v<R>) {
+          (*fn)();
+          if (state)
+            state->store_value();
+        } else {
+          auto value = (*fn)();
+          if (state)
+            state->store_value(std::move(value));
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (!error)
+      return finish(task_outcome::succeeded);
+    return on_failure(std::move(error));
+  }
+
+  void became_ready() noexcept {
+    if (state)
+      state->set_state(task_state::queued);
+  }
+
+  void discard(discard_reason) noexcept {
+    host->release_key(plan->key);
+    if (state)
+      state->cancel("offload: task cancelled by executor shutdown");
+  }
+
+ private:
+  task_outcome expire() {
+    host->release_key(plan->key);
+    if (state && state->try_claim()) {
+      state->store_exception(std::make_exception_ptr(
+          offload::expired("offload: task expired: its deadline passed before it started")));
+      fn.reset();
+      state->publish();
+    }
+    return task_outcome::expired;
+  }
+
+  task_outcome finish(task_outcome outcome) {
+    host->release_key(plan->key);
+    fn.reset();  // captures destroyed before the result is published
+    if (state)
+      state->publish();
+    return outcome;
+  }
+
+  bool wants_retry(const std::exception_ptr& error, clock::duration& delay) {
+    bool asked = false;
+    try {
+      std::rethrow_exception(error);
+    } catch (const retry_request& r) {
+      delay = r.delay();
+      asked = true;
+    } catch (...) {
+    }
+    if (plan->attempt >= plan->retry.max_attempts || (state && state->cancel_requested()))
+      return false;
+    if (!asked && plan->retry.retry_if) {
+      try {
+        if (!plan->retry.retry_if(error))
+          return false;
+      } catch (...) {
+        return false;
+      }
+    }
+    if (!asked)
+      delay = retry_delay(plan->retry, plan->attempt, host->next_uniform());
+    return true;
+  }
+
+  task_outcome on_failure(std::exception_ptr error) {
+    const clock::time_point now = host->timer_now();
+    if (plan->attempt == 1)
+      plan->first_failure = now;
+    clock::duration delay{};
+    if (wants_retry(error, delay)) {
+      state_ref<R> keep = state ? state.copy() : state_ref<R>();
+      const offload::lane lane = plan->lane;
+      const std::string* name = plan->name;
+      ++plan->attempt;
+      task_node* node = nullptr;
+      try {
+        node = make_task(std::move(*this));
+      } catch (...) {  // out of memory: this attempt's failure is final (*this is intact)
+        --plan->attempt;
+        return fail(std::move(error), now);
+      }
+      node->lane = lane;
+      node->name = name;
+      if (keep)
+        keep->release_for_retry();
+      if (host->schedule_retry(now + delay, node))
+        return k_outcome_retried;
+      // Shutting down: the retry cannot wait; resolve it as interrupted (cancelled).
+      discard_task(node, discard_reason::shutdown);
+      return task_outcome::cancelled;
+    }
+    return fail(std::move(error), now);
+  }
+
+  task_outcome fail(std::exception_ptr error, clock::time_point now) {
+    dead_letter d;
+    d.name = plan->name ? *plan->name : std::string();
+    d.key = plan->key ? *plan->key : std::string();
+    d.attempts = plan->attempt;
+    d.lane = plan->lane;
+    d.first_failure = plan->first_failure;
+    d.last_failure = now;
+    try {
+      d.error = exception_text(error);
+      d.exception_type = exception_type_name(error);
+      if constexpr (std::is_copy_constructible_v<F>) {
+        auto r = std::make_shared<replayable_callable<F>>(*fn);
+        r->retry = plan->retry;
+        d.replay = std::move(r);
+      }
+    } catch (...) {  // out of memory while describing the failure: keep what we have
+    }
+    host->add_dead_letter(std::move(d));
+    tl_dead_letter_recorded = true;
+    tl_last_task_error = error;
+    if (state)
+      state->store_exception(std::move(error));
+    return finish(task_outcome::failed);
+  }
+};
+
+}  // namespace offload::detail

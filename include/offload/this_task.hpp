@@ -1,0 +1,74 @@
+#pragma once
+
+/// @file this_task.hpp
+/// @brief offload::this_task: what a running task can ask about itself.
+
+#include <chrono>
+
+#include "offload/clock.hpp"
+#include "offload/detail/shared_state.hpp"
+#include "offload/error.hpp"
+
+namespace offload {
+
+/// Thrown by a task to ask for a retry after `delay` (this_task::retry_after throws it). It
+/// counts as a failed attempt: past max_attempts the task fails with this exception.
+class retry_request : public error {
+ public:
+  explicit retry_request(clock::duration d)
+      : error("offload: the task asked to be retried"), m_delay(d) {}
+  clock::duration delay() const noexcept { return m_delay; }
+
+ private:
+  clock::duration m_delay;
+};
+
+namespace detail {
+
+/// The running task's context on a worker thread (null/1 outside a task or for plain tasks).
+struct task_context {
+  const shared_state_base* state = nullptr;  // the task's future state, if it has one
+  unsigned attempt = 1;
+};
+inline thread_local task_context tl_task_context{};
+
+/// Sets the calling thread's task context for its lifetime, restoring the previous one after
+/// (tasks nest when a waiting task helps run others).
+class task_context_scope {
+ public:
+  explicit task_context_scope(task_context c) noexcept : m_saved(tl_task_context) {
+    tl_task_context = c;
+  }
+  ~task_context_scope() { tl_task_context = m_saved; }
+  task_context_scope(const task_context_scope&) = delete;
+  task_context_scope& operator=(const task_context_scope&) = delete;
+
+ private:
+  task_context m_saved;
+};
+
+}  // namespace detail
+
+namespace this_task {
+
+/// 1 on the first execution of the calling task, 2 on its first retry, and so on. 1 outside a
+/// task.
+inline unsigned attempt() noexcept {
+  return detail::tl_task_context.attempt;
+}
+
+/// True if the calling task's future was cancelled while it runs. Cooperative: a long task
+/// polls it and returns early. False outside a task and for tasks without a future (post).
+inline bool stop_requested() noexcept {
+  return detail::tl_task_context.state != nullptr &&
+         detail::tl_task_context.state->cancel_requested();
+}
+
+/// Ends the calling attempt and asks for a retry after `delay` instead of the policy's backoff
+/// (throws offload::retry_request; the task needs a retry_policy with attempts left).
+[[noreturn]] inline void retry_after(clock::duration delay) {
+  throw retry_request(delay);
+}
+
+}  // namespace this_task
+}  // namespace offload
