@@ -129,6 +129,10 @@ broker_start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [ -n "$port" ] || port=$(broker_free_port)
+  if broker_port_open "$port"; then
+    echo "brokers.sh: $name failed to start: 127.0.0.1:$port is already in use" >&2
+    return 1
+  fi
   case "$name" in
     redis) _broker_start_redis "$dir" "$port" ;;
     rabbitmq) _broker_start_rabbitmq "$dir" "$port" ;;
