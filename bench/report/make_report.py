@@ -17,6 +17,7 @@ import sys
 # Order of the paths in tables and charts: in process first, then brokers, then Python tools.
 PATH_ORDER = ["offload", "tbb", "asio", "mutex_pool", "std_async", "redis", "rabbitmq",
               "celery-redis", "celery-rabbitmq", "rq"]
+IN_PROCESS_PEERS = {"tbb", "asio", "mutex_pool", "std_async"}
 FIGURES = ["p50_us", "p90_us", "p99_us", "p999_us", "throughput_per_s"]
 
 
@@ -237,9 +238,12 @@ def charts(rows, be, chart_dir):
     # 2. overhead share vs task duration: measured points and the model o/(o+d)
     fig, ax = plt.subplots(figsize=(10, 5))
     durations = [10 ** (k / 10) for k in range(0, 61)]  # 1 µs .. 1 s
-    for path in sorted(be, key=path_key):
+    # offload and the brokered paths; the in-process peers are in the latency chart.
+    for path in sorted((p for p in be if p not in IN_PROCESS_PEERS), key=path_key):
         o = be[path]["overhead_us"]
         line, = ax.plot(durations, [100 * o / (o + d) for d in durations], label=path)
+        # The break-even points: overhead at 10% and 1% of the total.
+        ax.scatter([9 * o, 99 * o], [10, 1], marker="x", color=line.get_color(), s=40, zorder=3)
         pts = [r for r in rows if r["path"] == path and r["measured"] and r["mode"] == "pingpong"
                and r.get("work_us", 0) > 0 and r["p50_us"]]
         if pts:
@@ -254,7 +258,8 @@ def charts(rows, be, chart_dir):
     ax.set_ylim(0.01, 100)
     ax.set_xlabel("task duration (µs, log scale)")
     ax.set_ylabel("share of the total that is overhead (%)")
-    ax.set_title("Overhead share vs task duration (lines: no-op p50 model; dots: measured)")
+    ax.set_title("Overhead share vs task duration\n(lines: from the no-op p50; x: break-even at "
+                 "10% and 1%; dots: measured p50 − work)")
     ax.legend(fontsize=8)
     ax.grid(which="both", alpha=0.3)
     fig.tight_layout()
