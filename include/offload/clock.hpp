@@ -52,6 +52,8 @@ class manual_clock {
   }
 
  private:
+  // Listeners run under the lock, so that unsubscribe() returning means no call is in progress.
+  // Lock order: this clock's mutex, then the listener's own (never the reverse).
   void notify() {
     std::lock_guard lock(m_mutex);
     for (auto& l : m_listeners) l.second();

@@ -750,21 +750,36 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   }
 
-  /// A plain task (no policy) failed: its dead letter, without a kept callable.
-  void dead_letter_plain(const std::string* name,
-                         offload::lane lane,
-                         const std::exception_ptr& error) noexcept {
-    try {
-      dead_letter d;
-      d.name = name ? *name : std::string();
-      d.attempts = 1;
-      d.lane = lane;
-      d.error = detail::exception_text(error);
-      d.exception_type = detail::exception_type_name(error);
-      d.first_failure = d.last_failure = m_timers.now();
-      add_dead_letter(std::move(d));
-    } catch (...) {
+  /// A task failed: returns its exception (`thrown` if it escaped the task, a post(), else the
+  /// note the task left) and, unless the task recorded its own, adds its dead letter (no kept
+  /// callable). Reads the note, not the exception: see detail::failure_note.
+  std::exception_ptr take_failure(const std::string* name,
+                                  offload::lane lane,
+                                  std::exception_ptr thrown) noexcept {
+    detail::failure_note note = std::exchange(detail::tl_failure, {});
+    const bool recorded = std::exchange(detail::tl_dead_letter_recorded, false);
+    if (thrown) {  // escaped the task: nobody else holds it yet, so reading it is safe
+      note.error = std::move(thrown);
+      try {
+        note.text = detail::exception_text(note.error);
+        note.type = detail::exception_type_name(note.error);
+      } catch (...) {
+      }
     }
+    if (!recorded && note.error) {
+      try {
+        dead_letter d;
+        d.name = name ? *name : std::string();
+        d.attempts = 1;
+        d.lane = lane;
+        d.error = std::move(note.text);
+        d.exception_type = std::move(note.type);
+        d.first_failure = d.last_failure = m_timers.now();
+        add_dead_letter(std::move(d));
+      } catch (...) {
+      }
+    }
+    return std::move(note.error);
   }
 
   /// The lane of a task submitted without options: the running task's inside a worker.
@@ -925,6 +940,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// overflow_policy::caller_runs: runs the task here, counted as submitted and resolved.
   void run_on_caller(producer& p, detail::task_node* node) {
     const std::size_t l = index_of(node->lane);
+    // [X2] as in enqueue_external(): shutdown() waits for this flag, so it cannot return while a
+    // task runs here; cleared by the guard's release store [X4].
+    p.busy.store(true, std::memory_order_seq_cst);
+    struct clear_busy {
+      producer& p;
+      ~clear_busy() { p.busy.store(false, std::memory_order_release); }  // [X4]
+    } guard{p};
     if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
       p.lanes[l].rejected.add();
       throw rejected("offload: executor is shut down; submission rejected");
@@ -943,10 +965,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       error = std::current_exception();
       report_detached_failure(error);
     }
-    if (outcome == task_outcome::failed && !error)
-      error = std::exchange(detail::tl_last_task_error, nullptr);
-    if (outcome == task_outcome::failed && error)
-      dead_letter_plain(name, lane, error);
+    if (outcome == task_outcome::failed)
+      error = take_failure(name, lane, std::move(error));
     notify_finished(name, lane, outcome, error);
     resolve_outside(l, outcome);
     m_quiet.notify_all();  // a wait_idle() caller may be waiting for this task
@@ -1172,10 +1192,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       w.counters.finished.add();
       return;
     }
-    if (outcome == task_outcome::failed && !error)
-      error = std::exchange(detail::tl_last_task_error, nullptr);
-    if (outcome == task_outcome::failed && error && !detail::tl_dead_letter_recorded)
-      dead_letter_plain(name, task_lane, error);
+    if (outcome == task_outcome::failed)
+      error = take_failure(name, task_lane, std::move(error));
     if (m_has_finish_hooks)
       notify_finished(name, task_lane, outcome, error);
     lc.completed[static_cast<std::size_t>(outcome)].add();

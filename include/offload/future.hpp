@@ -71,8 +71,8 @@ task_outcome store_result(shared_state<T>& state, F&& fn) noexcept {
     }
     return task_outcome::succeeded;
   } catch (...) {
-    tl_last_task_error = std::current_exception();
-    state.store_exception(tl_last_task_error);
+    note_failure(std::current_exception());  // described before the failure is published
+    state.store_exception(tl_failure.error);
     return task_outcome::failed;
   }
 }

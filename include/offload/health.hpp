@@ -32,9 +32,10 @@ struct health_report {
   /// Tasks accepted and not yet taken by a worker, per lane.
   std::array<std::uint64_t, k_lane_count> queued{};
   /// Estimated age of the oldest queued task per lane, 0 when the lane has nothing queued: the
-  /// time since the enqueue of the task that most recently started in that lane (or since the
-  /// executor started, if none has). Exact for one producer in FIFO order; an upper bound when
-  /// the lane drains in order, and it keeps growing while the lane makes no progress.
+  /// time since the enqueue of the most recent timed task (one in timing_sample_interval) that
+  /// started in that lane, or since the executor started if none has. An upper bound while the
+  /// lane drains in FIFO order, lagging by up to timing_sample_interval tasks; it includes time
+  /// the lane spent empty, and keeps growing while the lane makes no progress.
   std::array<double, k_lane_count> oldest_queued_age_seconds{};
 
   /// Every worker alive and none stuck.

@@ -88,8 +88,8 @@ class task_group {
       try {
         (*fn)();
       } catch (...) {
-        detail::tl_last_task_error = std::current_exception();
-        group->record(detail::tl_last_task_error);
+        detail::note_failure(std::current_exception());  // before wait() can see it
+        group->record(detail::tl_failure.error);
         outcome = task_outcome::failed;
       }
       fn.reset();  // captures are destroyed before wait() can return

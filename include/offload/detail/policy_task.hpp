@@ -14,10 +14,6 @@
 #include <typeinfo>
 #include <utility>
 
-#if defined(__GNUG__)
-#include <cxxabi.h>
-#endif
-
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
 #include "offload/detail/shared_state.hpp"
@@ -85,35 +81,6 @@ struct task_plan {
   unsigned attempt = 1;
   clock::time_point first_failure{};
 };
-
-/// The exception's dynamic type name, demangled where the ABI allows (e.g. "std::runtime_error").
-inline std::string exception_type_name(const std::exception_ptr& e) {
-  const char* mangled = "unknown";
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    mangled = typeid(x).name();
-  } catch (...) {
-    return "unknown";
-  }
-#if defined(__GNUG__)
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> readable(
-      abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
-  if (status == 0 && readable)
-    return readable.get();
-#endif
-  return mangled;
-}
-inline std::string exception_text(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
 
 /// Runs F with a plan: expires past the deadline, retries failures per the retry policy (the retry
 /// waits in the executor's timer as a new node holding this object), dead-letters final failures,
@@ -265,7 +232,7 @@ struct policy_task {
     }
     host->add_dead_letter(std::move(d));
     tl_dead_letter_recorded = true;
-    tl_last_task_error = error;
+    note_failure(error);  // for the failure hooks, before the failure is published
     if (state)
       state->store_exception(std::move(error));
     return finish(task_outcome::failed);

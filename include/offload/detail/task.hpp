@@ -5,12 +5,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <new>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
+
+#if defined(__GNUG__)
+#include <cxxabi.h>
+#endif
 
 #include "offload/detail/block_pool.hpp"
 #include "offload/lane.hpp"
@@ -49,9 +55,59 @@ struct task_node {
   bool holds_lane_slot = false;  // counted against its lane's capacity until a worker takes it
 };
 
-/// The exception of the last task that failed on this thread while resolving a future (set by
-/// the task, taken by the executor that ran it for its failure hooks). Failure path only.
-inline thread_local std::exception_ptr tl_last_task_error;
+/// The exception's what(), or "unknown exception".
+inline std::string exception_text(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+/// The exception's dynamic type name, demangled where the ABI allows (e.g. "std::runtime_error").
+inline std::string exception_type_name(const std::exception_ptr& e) {
+  const char* mangled = "unknown";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    mangled = typeid(x).name();
+  } catch (...) {
+    return "unknown";
+  }
+#if defined(__GNUG__)
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> readable(
+      abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  if (status == 0 && readable)
+    return readable.get();
+#endif
+  return mangled;
+}
+
+/// The failure of the last task that failed on this thread while resolving a future or a task
+/// group, described before the failure was published: once published, the waiting thread may
+/// destroy the exception object, so the executor (hooks, dead letters) reads this note rather
+/// than the exception. Failure path only.
+struct failure_note {
+  std::exception_ptr error;
+  std::string text;  ///< exception_text(error)
+  std::string type;  ///< exception_type_name(error)
+};
+inline thread_local failure_note tl_failure;
+
+/// Records `e` in tl_failure (text and type taken now). Never throws.
+inline void note_failure(std::exception_ptr e) noexcept {
+  tl_failure.error = std::move(e);
+  try {
+    tl_failure.text = exception_text(tl_failure.error);
+    tl_failure.type = exception_type_name(tl_failure.error);
+  } catch (...) {  // out of memory: the note keeps the exception without its text
+    tl_failure.text.clear();
+    tl_failure.type.clear();
+  }
+}
 
 /// Offset of the callable inside the block, after the header.
 inline constexpr std::size_t k_task_storage_offset =

@@ -34,7 +34,14 @@ class timer_service {
  public:
   /// `fire` receives due `start` nodes on the timer thread and must not throw.
   timer_service(std::shared_ptr<manual_clock> manual, std::function<void(task_node*)> fire)
-      : m_manual(std::move(manual)), m_fire(std::move(fire)) {}
+      : m_manual(std::move(manual)), m_fire(std::move(fire)) {
+    if (m_manual) {
+      m_subscription = m_manual->subscribe([this] {
+        std::lock_guard l(m_mutex);
+        m_wake.notify_all();
+      });
+    }
+  }
 
   timer_service(const timer_service&) = delete;
   timer_service& operator=(const timer_service&) = delete;
@@ -56,12 +63,6 @@ class timer_service {
       m_thread = std::thread([this] {
         run();
       });
-      if (m_manual) {
-        m_subscription = m_manual->subscribe([this] {
-          std::lock_guard l(m_mutex);
-          m_wake.notify_all();
-        });
-      }
     }
     const bool earliest = m_heap.empty() || due < m_heap.top().due;
     m_heap.push(entry{due, m_next_seq++, node, kind});

@@ -64,7 +64,8 @@ struct worker_counters {
   /// Tasks running on this worker now (more than one while a task waits and helps). Read by
   /// health() and metrics(), which time how long a worker stays in one task from outside.
   std::atomic<std::uint32_t> running_depth{0};
-  std::atomic<bool> alive{false};  ///< set by the worker thread at start, cleared at exit
+  std::atomic<bool> alive{
+      false};  ///< set when the worker is created, cleared when its thread exits
 };
 
 /// Small, fast PRNG for victim selection (xorshift32); owner thread only.
