@@ -40,6 +40,7 @@
 #include "offload/health.hpp"
 #include "offload/lane.hpp"
 #include "offload/metrics.hpp"
+#include "offload/periodic.hpp"
 #include "offload/task_events.hpp"
 #include "offload/task_options.hpp"
 #include "offload/task_state.hpp"
@@ -162,6 +163,53 @@ class executor final : private detail::scheduler, private detail::policy_host {
     enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), &options);
   }
 
+  /// Runs `fn()` every `period`, first after options.delay (or one period if none), in
+  /// options.lane under options.name, until the handle's cancel() or shutdown. Runs never
+  /// overlap: the next run is scheduled when the current one ends, at the first multiple of
+  /// `period` (from the first due time) that is still ahead; runs missed meanwhile are skipped,
+  /// never run back to back. A run that throws is a failed task (dead letter, on_task_error) and
+  /// the schedule goes on. Each run counts as a submitted task; while a schedule is active,
+  /// wait_idle() waits for its next run. Throws std::invalid_argument for a period <= 0 or
+  /// options it does not support (retry, deadline, key, rate).
+  template <class F>
+  periodic_handle schedule_every(clock::duration period, const task_options& options, F&& fn) {
+    if (period <= clock::duration::zero()) {
+      throw std::invalid_argument("offload::executor::schedule_every: period must be > 0, got " +
+                                  std::to_string(period.count()) + " ticks");
+    }
+    options.validate();
+    if (options.retry.max_attempts > 1 || options.retry.retry_if || options.deadline ||
+        !options.key.empty() || options.rate) {
+      throw std::invalid_argument(
+          "offload::executor::schedule_every: task_options.retry, deadline, key and rate are not "
+          "supported for periodic tasks (each run is a fresh task: retry inside the function)");
+    }
+    auto control = std::make_shared<detail::periodic_control>();
+    control->unschedule = [this](std::uint64_t id) {
+      if (detail::task_node* node = m_timers.remove(id))
+        discard_from_timer(node);
+    };
+    {
+      std::lock_guard lock(m_periodics_mutex);
+      std::erase_if(m_periodics, [](const auto& w) {
+        return w.expired();
+      });
+      m_periodics.push_back(control);
+    }
+    auto run = std::make_shared<periodic_run<std::decay_t<F>>>(
+        periodic_run<std::decay_t<F>>{std::forward<F>(fn),
+                                      period,
+                                      clock::time_point{},
+                                      control,
+                                      this,
+                                      options.lane,
+                                      intern(options.name)});
+    const clock::duration first = options.delay > clock::duration::zero() ? options.delay : period;
+    run->due = m_timers.now() + first;
+    schedule_periodic_run(run);
+    return periodic_handle(std::move(control));
+  }
+
   /// The dead-letter store, oldest first (a snapshot). Bounded by executor_options::dead_letters.
   std::vector<dead_letter> dead_letters() const {
     std::lock_guard lock(m_dead_mutex);
@@ -239,6 +287,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     // Delayed tasks and retries still waiting are resolved now (cancelled: interrupted by
     // shutdown) rather than waited for; later retries are refused (schedule_retry).
+    detach_periodics();
     m_timers.stop([this](detail::task_node* node) {
       discard_from_timer(node);
     });
@@ -478,6 +527,69 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   }
 
+  /// A periodic schedule's function and timing; shared by its runs.
+  template <class F>
+  struct periodic_run {
+    F fn;
+    clock::duration period;
+    clock::time_point due;  // of the run scheduled next
+    std::shared_ptr<detail::periodic_control> control;
+    executor* ex;
+    offload::lane lane;
+    const std::string* name;
+  };
+
+  /// One run of a schedule: runs the function, then schedules the next run (even if it threw).
+  template <class F>
+  struct periodic_task {
+    std::shared_ptr<periodic_run<F>> run;
+    task_outcome operator()() {
+      {
+        std::lock_guard lock(run->control->mutex);
+        if (run->control->cancelled)
+          return task_outcome::cancelled;
+        run->control->pending_timer = 0;  // this run is on
+      }
+      struct next_run {
+        std::shared_ptr<periodic_run<F>>& run;
+        ~next_run() {
+          {
+            std::lock_guard lock(run->control->mutex);
+            ++run->control->runs;
+          }
+          const clock::time_point now = run->ex->m_timers.now();
+          clock::time_point next = run->due + run->period;
+          if (next <= now) {  // missed runs are skipped: the first multiple still ahead
+            const auto behind = (now - run->due) / run->period;
+            next = run->due + run->period * (behind + 1);
+          }
+          run->due = next;
+          run->ex->schedule_periodic_run(run);
+        }
+      } schedule_next{run};
+      run->fn();
+      return task_outcome::succeeded;
+    }
+  };
+
+  /// Puts the schedule's next run into the timer, unless cancelled or shutting down.
+  template <class F>
+  void schedule_periodic_run(const std::shared_ptr<periodic_run<F>>& run) noexcept {
+    std::lock_guard lock(run->control->mutex);
+    if (run->control->cancelled || !run->control->unschedule)
+      return;
+    try {
+      detail::task_node* node = detail::make_task(periodic_task<F>{run});
+      node->lane = run->lane;
+      node->name = run->name;
+      std::uint64_t id = 0;
+      schedule_delayed(node, run->due, &id);
+      run->control->pending_timer = id;
+    } catch (...) {  // shut down (rejected) or out of memory: the schedule ends
+      run->control->cancelled = true;
+    }
+  }
+
   /// Resolves a de-duplicated follower from its leader's result (copy), unless cancelled.
   template <class R>
   struct copy_result final : detail::continuation {
@@ -583,6 +695,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     plan->name = intern(o.name);
     plan->key = key;
     plan->lane = o.lane;
+    plan->rate = o.rate;
     const std::string* name = plan->name;
     detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
     detail::task_node* node = nullptr;
@@ -629,7 +742,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// Counts a delayed task as submitted and puts it into the timer; throws offload::rejected
   /// (discarding the node) once shutdown began.
-  void schedule_delayed(detail::task_node* node, clock::time_point due) {
+  void schedule_delayed(detail::task_node* node,
+                        clock::time_point due,
+                        std::uint64_t* timer_id = nullptr) {
     const std::size_t l = index_of(node->lane);
     mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
@@ -645,7 +760,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     bool scheduled = false;
     try {
-      scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false);
+      scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false, timer_id);
     } catch (...) {
     }
     if (!scheduled) {  // shut down meanwhile (or out of memory): resolved, and refused
@@ -725,6 +840,33 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   }
 
+  std::optional<clock::time_point> take_token(const detail::task_plan& plan) override {
+    const std::string bucket_key =
+        plan.name ? "name:" + *plan.name : "lane:" + std::string(to_string(plan.lane));
+    const clock::time_point now = m_timers.now();
+    std::lock_guard lock(m_buckets_mutex);
+    auto [it, inserted] = m_buckets.try_emplace(bucket_key);
+    token_bucket& b = it->second;
+    if (inserted) {
+      b.per_second = plan.rate->per_second;
+      b.burst = plan.rate->burst;
+      b.tokens = b.burst;
+      b.refilled = now;
+    }
+    const double elapsed = std::chrono::duration<double>(now - b.refilled).count();
+    b.tokens = std::min(b.burst, b.tokens + std::max(0.0, elapsed) * b.per_second);
+    b.refilled = now;
+    b.tokens -= 1;  // taken now, or reserved: a negative balance is the queue of reservations
+    if (b.tokens >= 0)
+      return std::nullopt;
+    return now + std::chrono::duration_cast<clock::duration>(
+                     std::chrono::duration<double>(-b.tokens / b.per_second));
+  }
+
+  bool schedule_wait(clock::time_point due, detail::task_node* node) override {
+    return schedule_retry(due, node);  // the same timer path; not counted as a retry
+  }
+
   void release_key(const std::string* key) noexcept override {
     if (key == nullptr)
       return;
@@ -739,6 +881,19 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     if (release)
       release();
+  }
+
+  /// Shutdown: schedules stop; their handles' cancel() no longer reaches this executor.
+  void detach_periodics() {
+    std::lock_guard lock(m_periodics_mutex);
+    for (auto& weak : m_periodics) {
+      if (auto control = weak.lock()) {
+        std::lock_guard c(control->mutex);
+        control->cancelled = true;
+        control->unschedule = nullptr;
+      }
+    }
+    m_periodics.clear();
   }
 
   /// Evicts records past max_count or max_age, oldest first. Caller holds m_dead_mutex.
@@ -1187,8 +1342,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
     w.current_lane = outer_lane;
     depth.store(depth.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     lc.running.store(lc.running.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-    if (outcome == detail::k_outcome_retried) {  // not final: the task waits in the timer
-      lc.retried.add();
+    if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
+      // Not final: the task waits in the timer for its retry, or for a rate-limit token.
+      if (outcome == detail::k_outcome_retried)
+        lc.retried.add();
       w.counters.finished.add();
       return;
     }
@@ -1408,6 +1565,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
   };
   mutable std::mutex m_watch_mutex;  // slow path: metrics() and health()
   mutable std::vector<watch> m_watch;
+  struct token_bucket {
+    double per_second = 1;
+    double burst = 1;
+    double tokens = 0;
+    clock::time_point refilled{};
+  };
+  std::mutex m_periodics_mutex;  // schedule_every() and shutdown
+  std::vector<std::weak_ptr<detail::periodic_control>> m_periodics;
+  std::mutex m_buckets_mutex;  // rate-limited tasks only
+  std::unordered_map<std::string, token_bucket> m_buckets;
   mutable std::mutex m_dead_mutex;  // failure path: the dead-letter store
   mutable std::deque<dead_letter> m_dead;
   std::uint64_t m_next_dead_id = 0;

@@ -13,6 +13,7 @@
 #include "offload/health.hpp"
 #include "offload/lane.hpp"
 #include "offload/metrics.hpp"
+#include "offload/periodic.hpp"
 #include "offload/retry_policy.hpp"
 #include "offload/task_events.hpp"
 #include "offload/task_group.hpp"

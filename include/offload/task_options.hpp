@@ -14,6 +14,12 @@
 
 namespace offload {
 
+/// A token bucket: at most `burst` tasks at once, refilled at `per_second` tasks per second.
+struct rate_limit {
+  double per_second = 0;  ///< Accepted: > 0.
+  double burst = 1;       ///< Accepted: >= 1.
+};
+
 /// Options of one task: an aggregate for designated initializers. The leading field order is part
 /// of the public contract: lane, retry, delay, deadline, key, name.
 struct task_options {
@@ -34,6 +40,10 @@ struct task_options {
   std::string key{};
   /// Name reported to hooks, failure handlers and dead letters. Empty: unnamed.
   std::string name{};
+  /// Rate limit shared by all tasks with this name (or, unnamed, by the lane's unnamed tasks):
+  /// a task that finds no token waits in the timer, holding no worker, until one is due. The
+  /// first submission of a name fixes its bucket's parameters.
+  std::optional<offload::rate_limit> rate{};
 
   /// Throws std::invalid_argument naming the first invalid field.
   void validate() const {
@@ -42,12 +52,21 @@ struct task_options {
                                   std::to_string(delay.count()) + " ticks");
     }
     retry.validate();
+    if (rate && !(rate->per_second > 0)) {
+      throw std::invalid_argument("offload::task_options.rate.per_second must be > 0, got " +
+                                  std::to_string(rate->per_second));
+    }
+    if (rate && !(rate->burst >= 1)) {
+      throw std::invalid_argument("offload::task_options.rate.burst must be >= 1, got " +
+                                  std::to_string(rate->burst));
+    }
   }
 
   /// True if the task needs the policy path (timers, retries, dead letters, de-duplication).
   bool needs_policy() const noexcept {
     return retry.max_attempts > 1 || static_cast<bool>(retry.retry_if) ||
-           delay > clock::duration::zero() || deadline.has_value() || !key.empty();
+           delay > clock::duration::zero() || deadline.has_value() || !key.empty() ||
+           rate.has_value();
   }
 };
 

@@ -9,9 +9,11 @@
 // mismatch check cannot see that the replacements form one allocator.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <new>
 
 #include "unit/test_support.hpp"
@@ -70,11 +72,18 @@ long allocations_per_batch(
     finish();
     ex.wait_idle();
   }
-  const long before = g_allocations.load();
-  submit_batch();
-  finish();
-  ex.wait_idle();
-  return g_allocations.load() - before;
+  // The fewest allocations of three measured batches: a per-task allocation would show in every
+  // batch (k_tasks of them), while a rare queue-block allocation under scheduling noise on a
+  // loaded machine shows in one batch at most.
+  long fewest = std::numeric_limits<long>::max();
+  for (int batch = 0; batch < 3; ++batch) {
+    const long before = g_allocations.load();
+    submit_batch();
+    finish();
+    ex.wait_idle();
+    fewest = std::min(fewest, g_allocations.load() - before);
+  }
+  return fewest;
 }
 
 TEST(Allocation, InlineCallableIsNeverHeapAllocated) {

@@ -22,12 +22,15 @@
 #include "offload/future.hpp"
 #include "offload/retry_policy.hpp"
 #include "offload/task_events.hpp"
+#include "offload/task_options.hpp"
 #include "offload/this_task.hpp"
 
 namespace offload::detail {
 
 /// An attempt that ended by scheduling a retry: not a final outcome, so not counted as completed.
 inline constexpr task_outcome k_outcome_retried = static_cast<task_outcome>(k_outcome_count);
+/// A start put off to wait for a rate-limit token: not an attempt, not a final outcome.
+inline constexpr task_outcome k_outcome_deferred = static_cast<task_outcome>(k_outcome_count + 1);
 
 /// Set by a policy task that recorded its own dead letter, so the executor does not add one.
 inline thread_local bool tl_dead_letter_recorded = false;
@@ -66,6 +69,11 @@ class policy_host {
   virtual void add_dead_letter(dead_letter d) noexcept = 0;
   /// The task holding de-duplication key `key` ended (null: no key).
   virtual void release_key(const std::string* key) noexcept = 0;
+  /// Takes a token of the plan's rate limit: returns nothing if one was available now, else the
+  /// time at which the token taken (reserved) for this task becomes available.
+  virtual std::optional<clock::time_point> take_token(const struct task_plan& plan) = 0;
+  /// Puts a task that found no token back into the timer (not a retry: attempts unchanged).
+  virtual bool schedule_wait(clock::time_point due, task_node* node) = 0;
 
  protected:
   ~policy_host() = default;
@@ -78,6 +86,8 @@ struct task_plan {
   const std::string* name = nullptr;  // interned by the executor
   const std::string* key = nullptr;   // interned; null: no de-duplication
   offload::lane lane = offload::lane::normal;
+  std::optional<offload::rate_limit> rate;
+  bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
   unsigned attempt = 1;
   clock::time_point first_failure{};
 };
@@ -95,6 +105,12 @@ struct policy_task {
   task_outcome operator()() {
     if (plan->deadline && host->timer_now() >= *plan->deadline)
       return expire();
+    if (plan->rate && !std::exchange(plan->token_reserved, false)) {
+      if (const auto due = host->take_token(*plan)) {
+        if (auto deferred = defer_until(*due))
+          return *deferred;
+      }
+    }
     if (state && !state->try_start()) {  // cancelled or expired while waiting
       host->release_key(plan->key);
       return state->state() == task_state::expired ? task_outcome::expired
@@ -148,6 +164,28 @@ struct policy_task {
       state->publish();
     }
     return task_outcome::expired;
+  }
+
+  /// No rate-limit token until `due`: waits in the timer as a new node holding this object, with
+  /// the token reserved. Returns nothing if that could not be arranged (out of memory): the task
+  /// then starts now.
+  std::optional<task_outcome> defer_until(clock::time_point due) {
+    const offload::lane lane = plan->lane;
+    const std::string* name = plan->name;
+    plan->token_reserved = true;
+    task_node* node = nullptr;
+    try {
+      node = make_task(std::move(*this));
+    } catch (...) {
+      plan->token_reserved = false;
+      return std::nullopt;
+    }
+    node->lane = lane;
+    node->name = name;
+    if (host->schedule_wait(due, node))
+      return k_outcome_deferred;
+    discard_task(node, discard_reason::shutdown);  // shutting down: resolved as cancelled
+    return task_outcome::cancelled;
   }
 
   task_outcome finish(task_outcome outcome) {

@@ -4,6 +4,7 @@
 /// @brief The executor's one timer: a min-heap of task nodes due at a time point, serviced by
 /// one thread (started at the first timed task), never by a worker.
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <condition_variable>
@@ -11,7 +12,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <queue>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -55,7 +55,11 @@ class timer_service {
 
   /// Adds a node due at `due`. Returns false (and keeps nothing) once stopped. `from_retry`
   /// only sorts the counts. Throws std::bad_alloc or std::system_error (thread start).
-  bool schedule(clock::time_point due, task_node* node, timer_kind kind, bool from_retry) {
+  bool schedule(clock::time_point due,
+                task_node* node,
+                timer_kind kind,
+                bool from_retry,
+                std::uint64_t* id = nullptr) {
     std::unique_lock lock(m_mutex);
     if (m_stopped)
       return false;
@@ -64,8 +68,11 @@ class timer_service {
         run();
       });
     }
-    const bool earliest = m_heap.empty() || due < m_heap.top().due;
-    m_heap.push(entry{due, m_next_seq++, node, kind});
+    const bool earliest = m_heap.empty() || due < m_heap.front().due;
+    if (id != nullptr)
+      *id = m_next_seq;
+    m_heap.push_back(entry{due, m_next_seq++, node, kind});
+    std::push_heap(m_heap.begin(), m_heap.end(), std::greater<>());
     const std::size_t l = index_of(node->lane);
     if (kind == timer_kind::start)
       (from_retry ? m_in_retry[l] : m_in_delay[l])++;
@@ -82,6 +89,23 @@ class timer_service {
   counts read_counts() const {
     std::lock_guard lock(m_mutex);
     return counts{m_in_delay, m_in_retry, m_fired, m_dropped};
+  }
+
+  /// Takes back the entry `id` (from schedule()) if it has not come due yet; returns its node,
+  /// which is then the caller's, or null. O(pending): for rare cancellations.
+  task_node* remove(std::uint64_t id) {
+    std::lock_guard lock(m_mutex);
+    auto it = std::find_if(m_heap.begin(), m_heap.end(), [id](const entry& e) {
+      return e.seq == id;
+    });
+    if (it == m_heap.end())
+      return nullptr;
+    task_node* node = it->node;
+    if (it->kind == timer_kind::start)
+      m_dropped[index_of(node->lane)]++;
+    m_heap.erase(it);
+    std::make_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+    return node;
   }
 
   /// Number of entries waiting (all kinds).
@@ -111,8 +135,9 @@ class timer_service {
     {
       std::lock_guard lock(m_mutex);
       while (!m_heap.empty()) {
-        left.push_back(m_heap.top());
-        m_heap.pop();
+        std::pop_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+        left.push_back(m_heap.back());
+        m_heap.pop_back();
         if (left.back().kind == timer_kind::start)
           m_dropped[index_of(left.back().node->lane)]++;
       }
@@ -151,7 +176,7 @@ class timer_service {
         m_wake.wait(lock);
         continue;
       }
-      const clock::time_point due = m_heap.top().due;
+      const clock::time_point due = m_heap.front().due;
       const clock::time_point t = now();
       if (due > t) {
         if (m_manual) {
@@ -162,8 +187,9 @@ class timer_service {
         }
         continue;
       }
-      const entry e = m_heap.top();
-      m_heap.pop();
+      std::pop_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+      const entry e = m_heap.back();
+      m_heap.pop_back();
       if (e.kind == timer_kind::start)
         m_fired[index_of(e.node->lane)]++;
       lock.unlock();
@@ -180,7 +206,7 @@ class timer_service {
   std::function<void(task_node*)> m_fire;
   mutable std::mutex m_mutex;
   std::condition_variable m_wake;
-  std::priority_queue<entry, std::vector<entry>, std::greater<>> m_heap;
+  std::vector<entry> m_heap;  // a min-heap on (due, seq) through std::push_heap/pop_heap
   std::uint64_t m_next_seq = 0;
   bool m_stopped = false;
   std::array<std::uint64_t, k_lane_count> m_in_delay{}, m_in_retry{}, m_fired{}, m_dropped{};
