@@ -7,12 +7,15 @@
 //   throughput/<peer>/P  100k empty tasks from P producer threads; ns per task
 //   throughput/offload_timed  the same with every task timed for the histograms
 //   lanes/...            priority lanes under saturation (see the functions' comments)
+//   policy/retry_overhead  a retry policy that never retries vs a plain task
+//   timers/lateness      30 ms delays with 1k..1M timers pending; memory per pending timer
 //   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks);
 //                        fib30/offload_futures does the same through submit() and future::get()
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <future>
 #include <thread>
 #include <vector>
@@ -25,6 +28,7 @@
 #include <tbb/global_control.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
+#include <unistd.h>
 
 #include <offload/offload.hpp>
 
@@ -283,6 +287,90 @@ void low_under_critical_flood(benchmark::State& state) {
   state.counters["critical_done_fraction"] = fraction;
 }
 
+// policy/retry_overhead/policy:P — 100k empty posts from one producer, plain (P=0) or with a
+// retry policy that never has to retry (P=1: max_attempts 3, exponential backoff). ns_per_task.
+void retry_overhead(benchmark::State& state) {
+  const bool with_policy = state.range(0) == 1;
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  const offload::task_options policy{
+      .retry =
+          offload::retry_policy{.max_attempts = 3, .base_delay = std::chrono::milliseconds(1)}};
+  for (auto _ : state) {
+    for (int i = 0; i < k_tasks; ++i) {
+      if (with_policy) {
+        ex.post(policy, [] {});
+      } else {
+        ex.post([] {});
+      }
+    }
+    ex.wait_idle();
+  }
+  state.counters["ns_per_task"] =
+      benchmark::Counter(static_cast<double>(k_tasks) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+// Resident set size of this process in bytes (Linux /proc/self/statm).
+double resident_bytes() {
+  long pages_total = 0;
+  long pages_resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages_total, &pages_resident) != 2)
+      pages_resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(pages_resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+// timers/lateness/pending:N — N delayed posts pending an hour ahead; then 200 probes with a
+// 30 ms delay, 0.5 ms apart: lateness = start - (submit + 30 ms), p50/p99 in µs, and none may
+// start early (early_starts). bytes_per_timer: RSS growth per pending timer.
+void timer_lateness(benchmark::State& state) {
+  const auto pending = static_cast<int>(state.range(0));
+  std::vector<double> lateness;
+  double bytes_per_timer = 0;
+  int early = 0;
+  for (auto _ : state) {
+    offload::executor ex{offload::executor_options{.workers = k_workers}};
+    const double rss0 = resident_bytes();
+    const offload::task_options far{.delay = std::chrono::hours(1)};
+    for (int i = 0; i < pending; ++i) ex.post(far, [] {});
+    bytes_per_timer = (resident_bytes() - rss0) / pending;
+    constexpr int k_probes = 200;
+    constexpr auto k_delay = std::chrono::milliseconds(30);
+    std::vector<clock_type::time_point> submitted(k_probes);
+    std::vector<clock_type::time_point> started(k_probes);
+    std::atomic<int> done{0};
+    for (std::size_t i = 0; i < k_probes; ++i) {
+      submitted[i] = clock_type::now();
+      ex.post(offload::task_options{.delay = k_delay}, [&, i] {
+        started[i] = clock_type::now();
+        done.fetch_add(1, std::memory_order_release);
+      });
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    while (done.load(std::memory_order_acquire) < k_probes)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (std::size_t i = 0; i < k_probes; ++i) {
+      const double late =
+          std::chrono::duration<double, std::micro>(started[i] - (submitted[i] + k_delay)).count();
+      if (late < 0)
+        ++early;
+      lateness.push_back(late);
+    }
+    ex.shutdown(offload::shutdown_mode::cancel);  // resolves the pending timers
+  }
+  std::sort(lateness.begin(), lateness.end());
+  auto pct = [&](double p) {
+    return lateness[std::min(lateness.size() - 1,
+                             static_cast<std::size_t>(p * static_cast<double>(lateness.size())))];
+  };
+  state.counters["late_p50_us"] = pct(0.50);
+  state.counters["late_p99_us"] = pct(0.99);
+  state.counters["early_starts"] = early;
+  state.counters["bytes_per_timer"] = bytes_per_timer;
+}
+
 int fib_offload(offload::executor& ex, int n) {
   if (n < 2)
     return n;
@@ -436,6 +524,21 @@ BENCHMARK(fib30_offload_futures)
     ->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
 
+BENCHMARK(retry_overhead)
+    ->Name("policy/retry_overhead")
+    ->ArgName("policy")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime();
+BENCHMARK(timer_lateness)
+    ->Name("timers/lateness")
+    ->ArgName("pending")
+    ->Arg(1000)
+    ->Arg(100000)
+    ->Arg(1000000)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(critical_start_delay)
     ->Name("lanes/critical_start_delay")
     ->ArgName("lanes")

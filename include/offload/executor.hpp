@@ -646,6 +646,25 @@ class executor final : private detail::scheduler, private detail::policy_host {
     o.validate();
     auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
     using call_t = decltype(call);
+    if (only_delayed(o)) {
+      // A delay and nothing else: a plain task waits in the timer (no plan to allocate, so a
+      // pending delayed post costs its pooled node and a heap entry).
+      detail::task_node* node = nullptr;
+      future<R> result;
+      if constexpr (WithFuture) {
+        detail::state_ref<R> state(detail::shared_state<R>::create(this));
+        result = detail::make_future(detail::state_ref<R>(state.get()));
+        state->set_state(task_state::scheduled);
+        node =
+            detail::make_task(detail::producing_task<R, call_t>{std::move(state), std::move(call)});
+      } else {
+        node = detail::make_task(std::move(call));
+      }
+      node->lane = o.lane;
+      node->name = intern(o.name);
+      schedule_delayed(node, m_timers.now() + o.delay);
+      return result;
+    }
     const std::string* key = intern(o.key);
     detail::state_ref<R> state;
     future<R> result;
@@ -725,6 +744,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
       }
     }
     return result;
+  }
+
+  static bool only_delayed(const task_options& o) noexcept {
+    return o.retry.max_attempts == 1 && !o.retry.retry_if && !o.deadline && o.key.empty() &&
+           !o.rate && o.delay > clock::duration::zero();
   }
 
   /// A new future that receives a copy of `leader`'s result.

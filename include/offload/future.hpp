@@ -83,6 +83,7 @@ template <class T, class F>
 struct producing_task {
   state_ref<T> state;
   std::optional<F> fn;
+  void became_ready() noexcept { state->set_state(task_state::queued); }  // left a delay timer
   task_outcome operator()() {
     if (!state->try_start())
       return task_outcome::cancelled;  // cancelled while queued: never runs
