@@ -708,13 +708,17 @@ class executor final : private detail::scheduler, private detail::policy_host {
       key_lock.unlock();
     if (state && o.delay > clock::duration::zero())
       state->set_state(task_state::scheduled);
-    auto plan = std::make_unique<detail::task_plan>();
+    detail::plan_ptr plan = detail::make_plan();
     plan->retry = o.retry;
-    plan->deadline = o.deadline;
+    if (o.deadline)
+      plan->deadline = *o.deadline;
     plan->name = intern(o.name);
     plan->key = key;
     plan->lane = o.lane;
-    plan->rate = o.rate;
+    if (o.rate) {
+      plan->rate_per_second = static_cast<float>(o.rate->per_second);
+      plan->rate_burst = static_cast<float>(o.rate->burst);
+    }
     const std::string* name = plan->name;
     detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
     detail::task_node* node = nullptr;
@@ -872,8 +876,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
     auto [it, inserted] = m_buckets.try_emplace(bucket_key);
     token_bucket& b = it->second;
     if (inserted) {
-      b.per_second = plan.rate->per_second;
-      b.burst = plan.rate->burst;
+      b.per_second = plan.rate_per_second;
+      b.burst = plan.rate_burst;
       b.tokens = b.burst;
       b.refilled = now;
     }

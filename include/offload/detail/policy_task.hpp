@@ -79,18 +79,44 @@ class policy_host {
   ~policy_host() = default;
 };
 
-/// Per-submission policy data, shared by the attempts of one task.
+/// Per-submission policy data, shared by the attempts of one task. Lives in a pooled block
+/// (no heap allocation per task), so it is kept within k_block_size.
 struct task_plan {
   retry_policy retry;
-  std::optional<clock::time_point> deadline;
-  const std::string* name = nullptr;  // interned by the executor
-  const std::string* key = nullptr;   // interned; null: no de-duplication
+  clock::time_point deadline = clock::time_point::max();  // max: none
+  const std::string* name = nullptr;                      // interned by the executor
+  const std::string* key = nullptr;                       // interned; null: no de-duplication
+  float rate_per_second = 0;                              // 0: no rate limit
+  float rate_burst = 1;
   offload::lane lane = offload::lane::normal;
-  std::optional<offload::rate_limit> rate;
   bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
   unsigned attempt = 1;
   clock::time_point first_failure{};
+  block_pool* home = nullptr;  // the pool its block returns to
+
+  bool has_deadline() const noexcept { return deadline != clock::time_point::max(); }
+  bool rate_limited() const noexcept { return rate_per_second > 0; }
+
+  /// Frees a plan made by make_plan().
+  struct deleter {
+    void operator()(task_plan* p) const noexcept {
+      block_pool* home = p->home;
+      p->~task_plan();
+      block_pool::deallocate(home, p);
+    }
+  };
 };
+static_assert(sizeof(task_plan) <= k_block_size && alignof(task_plan) <= k_cache_line);
+
+using plan_ptr = std::unique_ptr<task_plan, task_plan::deleter>;
+
+/// A plan in a block of the calling thread's pool.
+inline plan_ptr make_plan() {
+  pooled_block block = allocate_block();
+  auto* p = ::new (block.memory) task_plan;
+  p->home = block.home;
+  return plan_ptr(p);
+}
 
 /// Runs F with a plan: expires past the deadline, retries failures per the retry policy (the retry
 /// waits in the executor's timer as a new node holding this object), dead-letters final failures,
@@ -99,13 +125,13 @@ template <class R, class F>
 struct policy_task {
   state_ref<R> state;  // empty for post()
   std::optional<F> fn;
-  std::unique_ptr<task_plan> plan;
+  plan_ptr plan;
   policy_host* host;
 
   task_outcome operator()() {
-    if (plan->deadline && host->timer_now() >= *plan->deadline)
+    if (plan->has_deadline() && host->timer_now() >= plan->deadline)
       return expire();
-    if (plan->rate && !std::exchange(plan->token_reserved, false)) {
+    if (plan->rate_limited() && !std::exchange(plan->token_reserved, false)) {
       if (const auto due = host->take_token(*plan)) {
         if (auto deferred = defer_until(*due))
           return *deferred;
