@@ -139,6 +139,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   template <class F, class... Args>
   auto submit(const task_options& options, F&& fn, Args&&... args)
       -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+    options.validate();
     if (options.needs_policy())
       return submit_policy<true>(options, std::forward<F>(fn), std::forward<Args>(args)...);
     return submit_with(&options, std::forward<F>(fn), std::forward<Args>(args)...);
@@ -156,6 +157,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// As post(fn, args...), with a lane and a name (see submit(options, ...)).
   template <class F, class... Args>
   void post(const task_options& options, F&& fn, Args&&... args) {
+    options.validate();
     if (options.needs_policy()) {
       (void)submit_policy<false>(options, std::forward<F>(fn), std::forward<Args>(args)...);
       return;
@@ -620,8 +622,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
   template <class R>
   struct expire_action {
     detail::state_ref<R> state;
+    const std::string* key;  // released when the expiry takes effect (null: none)
+    executor* ex;
     task_outcome operator()() {
       if (state->try_claim()) {
+        ex->release_key(key);
         state->store_exception(std::make_exception_ptr(
             offload::expired("offload: task expired: its deadline passed before it started")));
         state->publish();
@@ -684,6 +689,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
             throw std::invalid_argument("offload::task_options.key '" + *key +
                                         "' is pending with a different result type");
           }
+          if (it->second.leader == nullptr) {
+            throw std::invalid_argument(
+                "offload::task_options.key '" + *key +
+                "' is pending as a post(), which has no result to share; submit() it later");
+          }
           auto* leader = static_cast<detail::shared_state<R>*>(it->second.leader);
           return follow(leader);
         }
@@ -732,7 +742,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     node->lane = o.lane;
     node->name = name;
     if (expiry) {
-      detail::task_node* timer = detail::make_task(expire_action<R>{std::move(expiry)});
+      detail::task_node* timer = detail::make_task(expire_action<R>{std::move(expiry), key, this});
       timer->lane = o.lane;
       if (!m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false))
         detail::discard_task(timer, detail::discard_reason::shutdown);
@@ -774,6 +784,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
                         clock::time_point due,
                         std::uint64_t* timer_id = nullptr) {
     const std::size_t l = index_of(node->lane);
+    const std::string* name = node->name;  // the node is not ours once scheduled
+    const offload::lane lane = node->lane;
     mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
       w->counters.lanes[l].submitted.add();
@@ -797,7 +809,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       m_quiet.notify_all();
       throw rejected("offload: executor is shut down; submission rejected");
     }
-    notify_submitted(node);
+    notify_submitted(name, lane);
   }
 
   /// Timer thread: a delayed task or a retry is due; queue it (not counted again as submitted).
@@ -949,7 +961,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       } catch (...) {
       }
     }
-    if (!recorded && note.error) {
+    if (!recorded && (note.error || !note.text.empty())) {
       try {
         dead_letter d;
         d.name = name ? *name : std::string();
@@ -991,6 +1003,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   void enqueue_or_throw(detail::task_node* node) {
     const std::size_t l = index_of(node->lane);
+    const std::string* name = node->name;  // the node is not ours once queued
+    const offload::lane lane = node->lane;
     mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
       // Inside the pool: accepted in every phase before `stopped`, so that tasks spawned while
@@ -1004,15 +1018,18 @@ class executor final : private detail::scheduler, private detail::policy_host {
         resolve_outside(l, task_outcome::cancelled);  // the caller discards it
         throw;
       }
-      notify_submitted(node);
+      notify_submitted(name, lane);
       m_idle.notify_one();
       return;
     }
-    enqueue_external(node, l);
+    enqueue_external(node, l, name, lane);
   }
 
   /// enqueue_or_throw() from a thread outside the pool.
-  [[gnu::noinline]] void enqueue_external(detail::task_node* node, std::size_t l) {
+  [[gnu::noinline]] void enqueue_external(detail::task_node* node,
+                                          std::size_t l,
+                                          const std::string* name,
+                                          offload::lane lane) {
     producer& p = local_producer();
     if (m_lane_limits[l].bounded && !reserve_slot(p, node))
       return;  // ran on this thread (caller_runs)
@@ -1041,7 +1058,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     // [X4] release; pairs with [X3]: shutdown sees the enqueue once it sees the flag clear.
     p.busy.store(false, std::memory_order_release);
-    notify_submitted(node);
+    notify_submitted(name, lane);
     m_idle.notify_one();
   }
 
@@ -1135,7 +1152,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       throw rejected("offload: executor is shut down; submission rejected");
     }
     p.lanes[l].submitted.add();
-    notify_submitted(node);
+    notify_submitted(node->name, node->lane);  // not queued: the node is still ours
     const offload::lane lane = node->lane;
     const std::string* name = node->name;
     task_outcome outcome = task_outcome::succeeded;
@@ -1161,12 +1178,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
     m_resolved_outside[l][static_cast<std::size_t>(o)].fetch_add(1, std::memory_order_release);
   }
 
-  void notify_submitted(const detail::task_node* node) const {
-    if (!m_options.hooks.on_submitted)
+  /// Takes the name and lane, not the node: once queued, the node may already be run and freed.
+  [[gnu::always_inline]] void notify_submitted(const std::string* name, offload::lane lane) const {
+    if (!m_options.hooks.on_submitted) [[likely]]
       return;
+    notify_submitted_slow(name, lane);
+  }
+  [[gnu::noinline]] void notify_submitted_slow(const std::string* name, offload::lane lane) const {
     call_hook(m_options.hooks.on_submitted,
-              task_event{node->name ? std::string_view(*node->name) : std::string_view(),
-                         node->lane,
+              task_event{name ? std::string_view(*name) : std::string_view(),
+                         lane,
                          task_outcome::succeeded,
                          nullptr});
   }
@@ -1344,14 +1365,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
       lc.wait.record(start > enqueued ? start - enqueued : 0);
       lc.last_taken_enqueued_ns.store(enqueued, std::memory_order_relaxed);
     }
-    auto& depth = w.counters.running_depth;  // owner-written: plain increments
-    depth.store(depth.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // Owner-written: plain increments. health() sums the lanes' counts to see a busy worker.
     lc.running.store(lc.running.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
     const std::string* name = node->name;
     task_outcome outcome = task_outcome::cancelled;
     std::exception_ptr error;
-    detail::tl_dead_letter_recorded = false;
     if (cancelling()) {
       detail::discard_task(node, detail::discard_reason::shutdown);
     } else {
@@ -1368,7 +1387,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
     if (enqueued != 0)
       lc.run.record(detail::tick_clock::now_ns() - start);
     w.current_lane = outer_lane;
-    depth.store(depth.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     lc.running.store(lc.running.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
       // Not final: the task waits in the timer for its retry, or for a rate-limit token.
@@ -1420,6 +1438,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   void run_worker(detail::worker& w) {
     detail::tl_current_scheduler = this;
+    detail::tl_keep_failure_error = m_has_finish_hooks;  // only failure hooks need the exception
     tl_worker = &w;
     for (;;) {
       if (detail::task_node* node = find_task(w)) {
@@ -1534,7 +1553,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
     for (const auto& w : m_workers) {
       watch& seen = m_watch[w->index];
       const std::uint64_t finished = w->counters.finished.read();
-      const bool busy = w->counters.running_depth.load(std::memory_order_relaxed) != 0;
+      bool busy = false;
+      for (const auto& lc : w->counters.lanes)
+        busy = busy || lc.running.load(std::memory_order_relaxed) != 0;
       if (busy && seen.busy && seen.finished == finished) {
         running_for[w->index] = static_cast<double>(now - seen.since_ns) * 1e-9;
       } else {

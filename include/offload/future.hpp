@@ -71,8 +71,9 @@ task_outcome store_result(shared_state<T>& state, F&& fn) noexcept {
     }
     return task_outcome::succeeded;
   } catch (...) {
-    note_failure(std::current_exception());  // described before the failure is published
-    state.store_exception(tl_failure.error);
+    std::exception_ptr e = std::current_exception();
+    note_failure(e);  // described before the failure is published
+    state.store_exception(std::move(e));
     return task_outcome::failed;
   }
 }

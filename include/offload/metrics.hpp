@@ -52,10 +52,10 @@ struct lane_metrics {
   std::uint64_t submitted = 0;  ///< accepted submissions
   std::uint64_t rejected = 0;   ///< refused submissions (shutdown, or the lane full under reject)
   std::array<std::uint64_t, k_outcome_count> completed{};  ///< by task_outcome
-  std::uint64_t retries = 0;    ///< failed attempts scheduled again (no retries yet: always 0)
-  std::uint64_t queued = 0;     ///< accepted, not yet taken by a worker
-  std::uint64_t scheduled = 0;  ///< waiting for a delay or retry timer (no timers yet: always 0)
-  std::uint64_t running = 0;    ///< taken by a worker and not finished
+  std::uint64_t retries = 0;                               ///< failed attempts scheduled again
+  std::uint64_t queued = 0;                                ///< accepted, not yet taken by a worker
+  std::uint64_t scheduled = 0;                             ///< waiting for a delay or retry timer
+  std::uint64_t running = 0;                               ///< taken by a worker and not finished
   histogram_snapshot wait;  ///< ready → started (sampled: executor_options::timing_sample_interval)
   histogram_snapshot run;  ///< started → finished (the same sampled tasks)
 
@@ -86,7 +86,7 @@ struct worker_metrics {
 struct metrics_snapshot {
   std::array<lane_metrics, k_lane_count> lanes{};
   std::vector<worker_metrics> workers;
-  std::uint64_t dead_letters = 0;  ///< records in the dead-letter store (none yet: always 0)
+  std::uint64_t dead_letters = 0;  ///< records in the dead-letter store
 
   const lane_metrics& of(offload::lane l) const noexcept { return lanes[index_of(l)]; }
 };

@@ -88,8 +88,9 @@ class task_group {
       try {
         (*fn)();
       } catch (...) {
-        detail::note_failure(std::current_exception());  // before wait() can see it
-        group->record(detail::tl_failure.error);
+        std::exception_ptr e = std::current_exception();
+        detail::note_failure(e);  // before wait() can see it
+        group->record(std::move(e));
         outcome = task_outcome::failed;
       }
       fn.reset();  // captures are destroyed before wait() can return

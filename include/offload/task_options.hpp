@@ -16,8 +16,8 @@ namespace offload {
 
 /// A token bucket: at most `burst` tasks at once, refilled at `per_second` tasks per second.
 struct rate_limit {
-  double per_second = 0;  ///< Accepted: > 0.
-  double burst = 1;       ///< Accepted: >= 1.
+  double per_second = 0;  ///< Accepted: 0.001 to 1e9.
+  double burst = 1;       ///< Accepted: 1 to 1e9.
 };
 
 /// Options of one task: an aggregate for designated initializers. The leading field order is part
@@ -52,12 +52,13 @@ struct task_options {
                                   std::to_string(delay.count()) + " ticks");
     }
     retry.validate();
-    if (rate && !(rate->per_second > 0)) {
-      throw std::invalid_argument("offload::task_options.rate.per_second must be > 0, got " +
-                                  std::to_string(rate->per_second));
+    if (rate && !(rate->per_second >= 1e-3 && rate->per_second <= 1e9)) {
+      throw std::invalid_argument(
+          "offload::task_options.rate.per_second must be in [0.001, 1e9], got " +
+          std::to_string(rate->per_second));
     }
-    if (rate && !(rate->burst >= 1)) {
-      throw std::invalid_argument("offload::task_options.rate.burst must be >= 1, got " +
+    if (rate && !(rate->burst >= 1 && rate->burst <= 1e9)) {
+      throw std::invalid_argument("offload::task_options.rate.burst must be in [1, 1e9], got " +
                                   std::to_string(rate->burst));
     }
   }

@@ -97,16 +97,21 @@ struct failure_note {
 };
 inline thread_local failure_note tl_failure;
 
+/// Whether the note keeps the exception itself (set per worker thread: only failure hooks need
+/// it). Without it, the worker holds no reference that could outlive the waiter's, so the
+/// exception object is never destroyed on the worker after the waiter read it.
+inline thread_local bool tl_keep_failure_error = true;
+
 /// Records `e` in tl_failure (text and type taken now). Never throws.
 inline void note_failure(std::exception_ptr e) noexcept {
-  tl_failure.error = std::move(e);
   try {
-    tl_failure.text = exception_text(tl_failure.error);
-    tl_failure.type = exception_type_name(tl_failure.error);
+    tl_failure.text = exception_text(e);
+    tl_failure.type = exception_type_name(e);
   } catch (...) {  // out of memory: the note keeps the exception without its text
     tl_failure.text.clear();
     tl_failure.type.clear();
   }
+  tl_failure.error = tl_keep_failure_error ? std::move(e) : std::exception_ptr();
 }
 
 /// Offset of the callable inside the block, after the header.

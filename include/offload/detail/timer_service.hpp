@@ -114,8 +114,9 @@ class timer_service {
     return m_heap.size();
   }
 
-  /// Stops the thread and hands every pending entry to `resolve` (start entries) or runs it
-  /// (inline entries). Idempotent. No entry is lost: schedule() refuses work once stopped.
+  /// Stops the thread and hands every pending entry to `resolve` (start entries), runs the inline
+  /// entries already due and drops the others (a deadline still ahead never expires its task).
+  /// Idempotent. No entry is lost: schedule() refuses work once stopped.
   void stop(const std::function<void(task_node*)>& resolve) {
     std::vector<entry> left;
     {
@@ -142,11 +143,14 @@ class timer_service {
           m_dropped[index_of(left.back().node->lane)]++;
       }
     }
+    const clock::time_point t = now();
     for (const entry& e : left) {
       if (e.kind == timer_kind::start) {
         resolve(e.node);
+      } else if (e.due <= t) {
+        run_inline(e.node);  // due already (a deadline that has passed): take effect
       } else {
-        run_inline(e.node);
+        discard_task(e.node, discard_reason::shutdown);  // not due: the action never happens
       }
     }
   }
@@ -206,8 +210,8 @@ class timer_service {
   std::function<void(task_node*)> m_fire;
   mutable std::mutex m_mutex;
   std::condition_variable m_wake;
-  std::vector<entry> m_heap;  // a min-heap on (due, seq) through std::push_heap/pop_heap
-  std::uint64_t m_next_seq = 0;
+  std::vector<entry> m_heap;     // a min-heap on (due, seq) through std::push_heap/pop_heap
+  std::uint64_t m_next_seq = 1;  // 0 is never an id: callers use it for "none"
   bool m_stopped = false;
   std::array<std::uint64_t, k_lane_count> m_in_delay{}, m_in_retry{}, m_fired{}, m_dropped{};
   std::size_t m_subscription = 0;

@@ -61,9 +61,6 @@ struct worker_counters {
   owned_counter steals;    ///< tasks taken from another worker's deque
   owned_counter parks;     ///< times it went to sleep
   owned_counter finished;  ///< tasks taken and finished, all lanes
-  /// Tasks running on this worker now (more than one while a task waits and helps). Read by
-  /// health() and metrics(), which time how long a worker stays in one task from outside.
-  std::atomic<std::uint32_t> running_depth{0};
   std::atomic<bool> alive{
       false};  ///< set when the worker is created, cleared when its thread exits
 };
