@@ -555,10 +555,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
       struct next_run {
         std::shared_ptr<periodic_run<F>>& run;
         ~next_run() {
-          {
-            std::lock_guard lock(run->control->mutex);
-            ++run->control->runs;
-          }
           const clock::time_point now = run->ex->m_timers.now();
           clock::time_point next = run->due + run->period;
           if (next <= now) {  // missed runs are skipped: the first multiple still ahead
@@ -567,6 +563,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
           }
           run->due = next;
           run->ex->schedule_periodic_run(run);
+          // Counted after the next run is scheduled: runs() == n means run n + 1 is pending.
+          std::lock_guard lock(run->control->mutex);
+          ++run->control->runs;
         }
       } schedule_next{run};
       run->fn();

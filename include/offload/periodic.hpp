@@ -54,7 +54,7 @@ class periodic_handle {
     return !m_control->cancelled;
   }
 
-  /// Runs finished so far.
+  /// Runs finished so far (each counted once the next run is scheduled).
   std::uint64_t runs() const {
     if (!m_control)
       return 0;
