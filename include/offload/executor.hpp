@@ -622,10 +622,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
   struct expire_action {
     detail::state_ref<R> state;
     const std::string* key;  // released when the expiry takes effect (null: none)
+    std::uint64_t ticket;
     executor* ex;
     task_outcome operator()() {
       if (state->try_claim()) {
-        ex->release_key(key);
+        ex->release_key(key, ticket);
         state->store_exception(std::make_exception_ptr(
             offload::expired("offload: task expired: its deadline passed before it started")));
         state->publish();
@@ -636,6 +637,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// A key's leader: the internal state every submission of the key follows.
   struct key_entry {
+    std::uint64_t ticket = 0;                     // distinguishes successive holders of one key
     detail::shared_state_base* leader = nullptr;  // holds one reference
     const std::type_info* result_type = nullptr;
     std::function<void()> release_leader;
@@ -673,6 +675,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::state_ref<R> state;
     future<R> result;
     std::unique_lock key_lock(m_keys_mutex, std::defer_lock);
+    std::uint64_t ticket = 0;
     if (key != nullptr) {
       if constexpr (WithFuture && !std::is_void_v<R> && !std::is_copy_constructible_v<R>) {
         throw std::invalid_argument(
@@ -704,14 +707,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
       state = detail::state_ref<R>(detail::shared_state<R>::create(this));
       if (key != nullptr) {
         result = follow(state.get());
-        m_keys.emplace(*key, key_entry{state.get(), &typeid(R), [raw = state.get()] {
+        ticket = ++m_next_key_ticket;
+        m_keys.emplace(*key, key_entry{ticket, state.get(), &typeid(R), [raw = state.get()] {
                                          detail::state_ref<R> drop(raw);  // adopts, then releases
                                        }});
       } else {
         result = detail::make_future(detail::state_ref<R>(state.get()));
       }
     } else if (key != nullptr) {
-      m_keys.emplace(*key, key_entry{nullptr, &typeid(void), {}});
+      ticket = ++m_next_key_ticket;
+      m_keys.emplace(*key, key_entry{ticket, nullptr, &typeid(void), {}});
     }
     if (key_lock.owns_lock())
       key_lock.unlock();
@@ -723,6 +728,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       plan->deadline = *o.deadline;
     plan->name = intern(o.name);
     plan->key = key;
+    plan->key_ticket = ticket;
     plan->lane = o.lane;
     if (o.rate) {
       plan->rate_per_second = static_cast<float>(o.rate->per_second);
@@ -735,13 +741,14 @@ class executor final : private detail::scheduler, private detail::policy_host {
       node = detail::make_task(
           detail::policy_task<R, call_t>{std::move(state), std::move(call), std::move(plan), this});
     } catch (...) {
-      release_key(key);
+      release_key(key, ticket);
       throw;
     }
     node->lane = o.lane;
     node->name = name;
     if (expiry) {
-      detail::task_node* timer = detail::make_task(expire_action<R>{std::move(expiry), key, this});
+      detail::task_node* timer =
+          detail::make_task(expire_action<R>{std::move(expiry), key, ticket, this});
       timer->lane = o.lane;
       if (!m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false))
         detail::discard_task(timer, detail::discard_reason::shutdown);
@@ -906,15 +913,15 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return schedule_retry(due, node);  // the same timer path; not counted as a retry
   }
 
-  void release_key(const std::string* key) noexcept override {
+  void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
     if (key == nullptr)
       return;
     std::function<void()> release;
     {
       std::lock_guard lock(m_keys_mutex);
       auto it = m_keys.find(*key);
-      if (it == m_keys.end())
-        return;
+      if (it == m_keys.end() || it->second.ticket != ticket)
+        return;  // released already, and perhaps held by a later submission now
       release = std::move(it->second.release_leader);
       m_keys.erase(it);
     }
@@ -1628,7 +1635,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   std::uint64_t m_next_dead_id = 0;
   std::mutex m_keys_mutex;  // keyed submissions: de-duplication table
   std::unordered_map<std::string, key_entry> m_keys;
-  std::mutex m_names_mutex;  // slow path: a thread's first submission of a new task name
+  std::uint64_t m_next_key_ticket = 0;  // guarded by m_keys_mutex
+  std::mutex m_names_mutex;             // slow path: a thread's first submission of a new task name
   std::unordered_set<std::string> m_names;
 };
 

@@ -1186,6 +1186,42 @@ TEST(Key, KeyIsFreeOnceItsTaskExpired) {
   EXPECT_EQ(f2.get(), 2);
 }
 
+// When the expired task is finally reached by a worker, it must not free the key again: the key
+// now belongs to the later submission, whose followers must still share its one run.
+TEST(Key, AnExpiredTaskDoesNotFreeTheKeyOfItsSuccessor) {
+  auto c = make_clock();
+  offload::executor ex{with_clock(1, c)};
+  offload_test::gate g;
+  hold_workers(ex, g);
+  auto f1 = ex.submit(task_options{.deadline = c->now() + 10ms, .key = "k"}, [] {
+    return 1;
+  });
+  c->advance(10ms);
+  offload_test::eventually([&] {
+    return f1.is_ready();
+  });
+  std::atomic<int> runs{0};
+  offload_test::gate second_may_finish;
+  auto f2 = ex.submit(task_options{.key = "k"}, [&] {
+    runs.fetch_add(1);
+    second_may_finish.wait();
+    return 2;
+  });
+  g.open();  // the worker reaches the expired task first (FIFO), then starts the second one
+  offload_test::eventually([&] {
+    return runs.load() == 1;
+  });
+  auto f3 = ex.submit(task_options{.key = "k"}, [&] {
+    runs.fetch_add(1);
+    return 3;
+  });
+  second_may_finish.open();
+  EXPECT_THROW((void)f1.get(), offload::expired);
+  EXPECT_EQ(f2.get(), 2);
+  EXPECT_EQ(f3.get(), 2) << "the third submission follows the second task";
+  EXPECT_EQ(runs.load(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: rejected at submission, naming the field.
 

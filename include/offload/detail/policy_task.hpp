@@ -68,7 +68,9 @@ class policy_host {
   virtual double next_uniform() noexcept = 0;
   virtual void add_dead_letter(dead_letter d) noexcept = 0;
   /// The task holding de-duplication key `key` ended (null: no key).
-  virtual void release_key(const std::string* key) noexcept = 0;
+  /// Only the holder named by `ticket` is released: a key already taken over by a later
+  /// submission (after an expiry freed it) stays with that submission.
+  virtual void release_key(const std::string* key, std::uint64_t ticket) noexcept = 0;
   /// Takes a token of the plan's rate limit: returns nothing if one was available now, else the
   /// time at which the token taken (reserved) for this task becomes available.
   virtual std::optional<clock::time_point> take_token(const struct task_plan& plan) = 0;
@@ -86,6 +88,7 @@ struct task_plan {
   clock::time_point deadline = clock::time_point::max();  // max: none
   const std::string* name = nullptr;                      // interned by the executor
   const std::string* key = nullptr;                       // interned; null: no de-duplication
+  std::uint64_t key_ticket = 0;                           // which holding of the key this task is
   float rate_per_second = 0;                              // 0: no rate limit
   float rate_burst = 1;
   offload::lane lane = offload::lane::normal;
@@ -138,7 +141,7 @@ struct policy_task {
       }
     }
     if (state && !state->try_start()) {  // cancelled or expired while waiting
-      host->release_key(plan->key);
+      host->release_key(plan->key, plan->key_ticket);
       return state->state() == task_state::expired ? task_outcome::expired
                                                    : task_outcome::cancelled;
     }
@@ -175,14 +178,14 @@ struct policy_task {
   }
 
   void discard(discard_reason) noexcept {
-    host->release_key(plan->key);
+    host->release_key(plan->key, plan->key_ticket);
     if (state)
       state->cancel("offload: task cancelled by executor shutdown");
   }
 
  private:
   task_outcome expire() {
-    host->release_key(plan->key);
+    host->release_key(plan->key, plan->key_ticket);
     if (state && state->try_claim()) {
       state->store_exception(std::make_exception_ptr(
           offload::expired("offload: task expired: its deadline passed before it started")));
@@ -215,7 +218,7 @@ struct policy_task {
   }
 
   task_outcome finish(task_outcome outcome) {
-    host->release_key(plan->key);
+    host->release_key(plan->key, plan->key_ticket);
     fn.reset();  // captures destroyed before the result is published
     if (state)
       state->publish();
