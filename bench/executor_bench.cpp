@@ -137,8 +137,10 @@ void measure_throughput(benchmark::State& state, Submit submit, WaitAll wait_all
   state.SetItemsProcessed(static_cast<std::int64_t>(k_tasks) * state.iterations());
 }
 
-void throughput_offload(benchmark::State& state) {
-  offload::executor ex{offload::executor_options{.workers = k_workers}};
+// offload with `interval` = executor_options::timing_sample_interval (1 times every task).
+void throughput_offload_sampled(benchmark::State& state, unsigned interval) {
+  offload::executor ex{
+      offload::executor_options{.workers = k_workers, .timing_sample_interval = interval}};
   measure_throughput(
       state,
       [&] {
@@ -147,6 +149,9 @@ void throughput_offload(benchmark::State& state) {
       [&] {
         ex.wait_idle();
       });
+}
+void throughput_offload(benchmark::State& state) {
+  throughput_offload_sampled(state, offload::executor_options{}.timing_sample_interval);
 }
 void throughput_tbb(benchmark::State& state) {
   allow_tbb_workers();
@@ -198,16 +203,7 @@ void throughput_mutex_pool(benchmark::State& state) {
 
 // Same as throughput/offload, timing every task for the histograms (default: one in 16).
 void throughput_offload_timed(benchmark::State& state) {
-  offload::executor ex{
-      offload::executor_options{.workers = k_workers, .timing_sample_interval = 1}};
-  measure_throughput(
-      state,
-      [&] {
-        ex.post([] {});
-      },
-      [&] {
-        ex.wait_idle();
-      });
+  throughput_offload_sampled(state, 1);
 }
 
 // Busy work of a given length on the calling thread.

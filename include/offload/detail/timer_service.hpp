@@ -108,12 +108,6 @@ class timer_service {
     return node;
   }
 
-  /// Number of entries waiting (all kinds).
-  std::size_t pending() const {
-    std::lock_guard lock(m_mutex);
-    return m_heap.size();
-  }
-
   /// Stops the thread and hands every pending entry to `resolve` (start entries), runs the inline
   /// entries already due and drops the others (a deadline still ahead never expires its task).
   /// Idempotent. No entry is lost: schedule() refuses work once stopped.
