@@ -20,3 +20,42 @@ if(NOT TARGET offload::concurrentqueue)
     target_include_directories(offload::concurrentqueue INTERFACE "${OFFLOAD_CONCURRENTQUEUE_INCLUDE_DIR}")
   endif()
 endif()
+
+# Boost.Context (Debian: libboost-context-dev): the stacks and context switches of fibers, which
+# let a task that waits inside a worker suspend instead of blocking the thread.
+if(NOT TARGET offload::boost_context)
+  find_package(Boost 1.66 QUIET COMPONENTS context)
+  if(NOT TARGET Boost::context)
+    message(FATAL_ERROR
+      "offload: Boost.Context not found (find_package(Boost COMPONENTS context)). "
+      "On Debian/Ubuntu: apt-get install libboost-context-dev")
+  endif()
+  add_library(offload::boost_context INTERFACE IMPORTED)
+  target_link_libraries(offload::boost_context INTERFACE Boost::context)
+endif()
+
+# hwloc (Debian: libhwloc-dev): topology-aware placement of workers. Optional: without it,
+# executor_options.placement falls back to plain CPU affinity and says so.
+if(NOT DEFINED OFFLOAD_WITH_HWLOC)
+  set(OFFLOAD_WITH_HWLOC AUTO)
+endif()
+if(NOT TARGET offload::hwloc)
+  add_library(offload::hwloc INTERFACE IMPORTED)
+  if(OFFLOAD_WITH_HWLOC)
+    find_package(PkgConfig QUIET)
+    if(PkgConfig_FOUND)
+      pkg_check_modules(OFFLOAD_HWLOC QUIET IMPORTED_TARGET hwloc)
+    endif()
+    if(OFFLOAD_HWLOC_FOUND)
+      target_link_libraries(offload::hwloc INTERFACE PkgConfig::OFFLOAD_HWLOC)
+      target_compile_definitions(offload::hwloc INTERFACE OFFLOAD_HAS_HWLOC=1)
+    elseif(NOT OFFLOAD_WITH_HWLOC STREQUAL "AUTO")
+      message(FATAL_ERROR
+        "offload: OFFLOAD_WITH_HWLOC=${OFFLOAD_WITH_HWLOC} but hwloc was not found (pkg-config "
+        "hwloc). On Debian/Ubuntu: apt-get install libhwloc-dev, or configure with "
+        "-DOFFLOAD_WITH_HWLOC=OFF")
+    else()
+      message(STATUS "offload: hwloc not found: placement falls back to plain CPU affinity")
+    endif()
+  endif()
+endif()
