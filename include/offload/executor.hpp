@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -33,6 +34,7 @@
 #include "offload/detail/task.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/timer_service.hpp"
+#include "offload/detail/topology.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
@@ -50,11 +52,14 @@ namespace offload {
 
 /// Aggregate counters of an executor, summed from per-thread counters at the time of the call.
 struct executor_stats {
-  std::uint64_t submitted = 0;        ///< tasks accepted
-  std::uint64_t completed = 0;        ///< tasks finished, skipped as cancelled, or discarded
-  std::uint64_t failed_detached = 0;  ///< fire-and-forget tasks that threw
-  std::uint64_t steals = 0;           ///< tasks taken from another worker's deque
-  std::uint64_t parks = 0;            ///< times a worker went to sleep
+  std::uint64_t submitted = 0;          ///< tasks accepted
+  std::uint64_t completed = 0;          ///< tasks finished, skipped as cancelled, or discarded
+  std::uint64_t failed_detached = 0;    ///< fire-and-forget tasks that threw
+  std::uint64_t steals = 0;             ///< tasks taken from another worker's deque
+  std::uint64_t parks = 0;              ///< times a worker went to sleep
+  std::uint64_t fibers = 0;             ///< fiber stacks alive now (each worker's, idle or in use)
+  std::uint64_t suspended = 0;          ///< tasks suspended in a wait now
+  std::uint64_t fiber_stack_bytes = 0;  ///< fibers × executor_options::fiber_stack_size (mapped)
 };
 
 /// A pool of worker threads that runs tasks.
@@ -87,18 +92,33 @@ class executor final : private detail::scheduler, private detail::policy_host {
     for (std::size_t l = 0; l < k_lane_count; ++l)
       m_lane_limits[l].bounded = m_options.lanes[l].capacity != lane_options::unbounded;
     const unsigned n = m_options.resolved_workers();
+    detail::placement_plan plan = detail::plan_placement(m_options.placement, n);
+    if (!plan.note.empty())
+      std::fprintf(stderr, "%s\n", plan.note.c_str());
     m_workers.reserve(n);
     for (unsigned i = 0; i < n; ++i) {
       m_workers.push_back(std::make_unique<detail::worker>(
           i, static_cast<std::int64_t>(m_options.deque_capacity), m_inboxes));
-      m_workers.back()->counters.alive.store(true, std::memory_order_relaxed);
-      m_workers.back()->picks_to_guard = m_options.starvation_guard;
+      detail::worker& w = *m_workers.back();
+      w.counters.alive.store(true, std::memory_order_relaxed);
+      w.picks_to_guard = m_options.starvation_guard;
+      if (m_options.fibers)
+        w.fibers = std::make_unique<detail::fiber_runtime>(m_options.fiber_stack_size, m_idle);
+      if (i < plan.steal_order.size())
+        w.steal_order = std::move(plan.steal_order[i]);
     }
     try {
-      for (auto& w : m_workers)
-        w->thread = std::thread([this, raw = w.get()] {
+      for (auto& w : m_workers) {
+        std::vector<unsigned> cpus;
+        if (w->index < plan.worker_cpus.size())
+          cpus = std::move(plan.worker_cpus[w->index]);
+        w->thread = std::thread([this, raw = w.get(), cpus = std::move(cpus)] {
+          std::string error;
+          if (!detail::pin_current_thread(cpus, &error))
+            std::fprintf(stderr, "%s (the worker runs unpinned)\n", error.c_str());
           run_worker(*raw);
         });
+      }
     } catch (...) {
       shutdown(shutdown_mode::cancel);
       throw;
@@ -289,8 +309,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     // Delayed tasks and retries still waiting are resolved now (cancelled: interrupted by
     // shutdown) rather than waited for; later retries are refused (schedule_retry).
+    // Tasks sleeping in this_task::sleep_for() keep their timer until the workers are gone.
     detach_periodics();
-    m_timers.stop([this](detail::task_node* node) {
+    m_timers.stop_starts([this](detail::task_node* node) {
       discard_from_timer(node);
     });
     m_quiet.notify_all();
@@ -302,6 +323,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       if (w->thread.joinable())
         w->thread.join();
     }
+    m_timers.stop([this](detail::task_node* node) {
+      discard_from_timer(node);
+    });
     discard_leftovers();  // workers are gone: this thread may act as every deque's owner
   }
 
@@ -316,7 +340,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
       s.failed_detached += w->counters.failed.read();
       s.steals += w->counters.steals.read();
       s.parks += w->counters.parks.read();
+      if (w->fibers) {
+        s.fibers += w->fibers->fiber_count();
+        s.suspended += w->fibers->suspended();
+      }
     }
+    s.fiber_stack_bytes = s.fibers * m_options.fiber_stack_size;
     s.submitted = submitted_total();
     return s;
   }
@@ -1337,11 +1366,30 @@ class executor final : private detail::scheduler, private detail::policy_host {
     const auto n = static_cast<std::uint32_t>(m_workers.size());
     if (n < 2)
       return nullptr;
+    if (!w.steal_order.empty())
+      return steal_nearest_first(w, l);
     const std::uint32_t start = w.rng.next() % n;
     for (std::uint32_t i = 0; i < n; ++i) {
       detail::worker& victim = *m_workers[(start + i) % n];
       if (&victim == &w)
         continue;
+      for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
+        auto r = victim.deque(l).steal();
+        if (r.status == detail::steal_status::success) {
+          w.counters.steals.add();
+          return r.value;
+        }
+        if (r.status == detail::steal_status::empty)
+          break;
+      }
+    }
+    return nullptr;
+  }
+
+  /// steal() with placement: victims in the order of the topology, nearest first.
+  [[gnu::noinline]] detail::task_node* steal_nearest_first(detail::worker& w, std::size_t l) {
+    for (const unsigned v : w.steal_order) {
+      detail::worker& victim = *m_workers[v];
       for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
         auto r = victim.deque(l).steal();
         if (r.status == detail::steal_status::success) {
@@ -1437,6 +1485,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
         return node;
       if (m_phase.load(std::memory_order_relaxed) == phase::stopped)
         return nullptr;
+      if (w.fibers && w.fibers->has_ready())
+        return nullptr;  // a woken task waits for this worker
       if ((i & 7) == 7 && std::chrono::steady_clock::now() >= until)
         return nullptr;
     }
@@ -1446,32 +1496,163 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::tl_current_scheduler = this;
     detail::tl_keep_failure_error = m_has_finish_hooks;  // only failure hooks need the exception
     tl_worker = &w;
+    if (w.fibers) {
+      struct loop_context {
+        executor* self;
+        detail::worker* w;
+      } ctx{this, &w};
+      w.fibers->run(
+          [](void* c) {
+            auto* lc = static_cast<loop_context*>(c);
+            lc->self->worker_loop(*lc->w);
+          },
+          &ctx);
+    } else {
+      worker_loop(w);
+    }
+    tl_worker = nullptr;
+    detail::tl_current_scheduler = nullptr;
+    w.counters.alive.store(false, std::memory_order_relaxed);
+  }
+
+  /// The worker loop: runs on the worker thread's stack, or (fibers on) on whichever of the
+  /// worker's fibers is not waiting. Returns when the executor stopped and no task of this
+  /// worker is suspended, or when the fiber running it is told to end (fiber_runtime::exiting).
+  void worker_loop(detail::worker& w) {
+    detail::fiber_runtime* fibers = w.fibers.get();
     for (;;) {
-      if (detail::task_node* node = find_task(w)) {
+      // Woken tasks first: they started already, and finishing them frees their fibers.
+      if (fibers != nullptr && fibers->has_ready() && fibers->resume_ready()) {
+        if (fibers->exiting())
+          return;
+        continue;  // this fiber was idle and took over again from a task that waits
+      }
+      detail::task_node* node = find_task(w);
+      if (node != nullptr)
         execute(w, node);
+      // A task that yielded continues after one other task (or at once if there is none).
+      if (fibers != nullptr && fibers->has_yielded() && fibers->resume_yielded()) {
+        if (fibers->exiting())
+          return;
         continue;
       }
+      if (node != nullptr)
+        continue;
       m_quiet.notify_all();  // out of work: a wait_idle() caller may be waiting for this moment
-      if (detail::task_node* node = spin_for_task(w)) {
-        execute(w, node);
+      if (detail::task_node* found = spin_for_task(w)) {
+        execute(w, found);
         continue;
       }
       auto key = m_idle.prepare_wait();
-      if (detail::task_node* node = find_task(w)) {
+      if (fibers != nullptr && fibers->has_ready()) {
         m_idle.cancel_wait();
-        execute(w, node);
         continue;
       }
-      if (m_phase.load(std::memory_order_acquire) == phase::stopped) {
+      if (detail::task_node* found = find_task(w)) {
+        m_idle.cancel_wait();
+        execute(w, found);
+        continue;
+      }
+      // Stop only once no task of this worker is suspended: they resume here.
+      if (m_phase.load(std::memory_order_acquire) == phase::stopped && w.suspended() == 0) {
         m_idle.cancel_wait();
         break;
       }
       w.counters.parks.add();
       m_idle.commit_wait(key);
     }
-    tl_worker = nullptr;
-    detail::tl_current_scheduler = nullptr;
-    w.counters.alive.store(false, std::memory_order_relaxed);
+  }
+
+  // --- waits inside tasks (detail::scheduler) ---------------------------------------------------
+
+  bool run_local_task() override {
+    detail::worker& w = *tl_worker;
+    // Nest only while a quarter of the stack is left (at least 64 KiB): deep chains of waits
+    // suspend instead, so waiting never overflows a fiber's stack.
+    if (w.fibers && w.fibers->stack_room() <
+                        std::max<std::size_t>(w.fibers->stack_size() / 4, std::size_t{64} << 10)) {
+      return false;
+    }
+    for (std::size_t l = 0; l < k_lane_count; ++l) {
+      if (w.deque(l).empty_hint())
+        continue;
+      if (auto local = w.deque(l).pop()) {
+        execute(w, *local);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  bool suspend(detail::suspend_arm& a) override {
+    detail::worker& w = *tl_worker;
+    if (!w.fibers || !w.fibers->can_suspend())
+      return false;
+    // Thread-locals that other tasks on this worker change while this one waits.
+    const detail::task_context task = detail::tl_task_context;
+    const offload::lane task_lane = w.current_lane;
+    w.fibers->suspend(a);
+    detail::tl_task_context = task;
+    w.current_lane = task_lane;
+    return true;
+  }
+
+  void sleep_for(clock::duration d) override {
+    const clock::time_point due = m_timers.now() + d;
+    if (d > clock::duration::zero() && sleep_suspended(due))
+      return;
+    // Not suspended (fibers off, inside a catch block) or woken early because the timer stopped
+    // (shutdown): the thread sleeps what is left. A manual clock is not waited for here.
+    if (m_options.clock)
+      return;
+    for (auto left = due - clock::now(); left > clock::duration::zero(); left = due - clock::now())
+      std::this_thread::sleep_for(left);
+  }
+
+  /// Suspends the calling task on a timer entry due at `due`; true if it slept that long.
+  bool sleep_suspended(clock::time_point due) {
+    detail::worker& w = *tl_worker;
+    if (!w.fibers || !w.fibers->can_suspend())
+      return false;
+    // The entry resumes the fiber when due, or early if the timer stops (shutdown).
+    struct wake_at_due final : detail::suspend_arm {
+      executor* self;
+      clock::time_point due;
+      bool armed = false;
+      wake_at_due(executor* ex, clock::time_point d) noexcept : self(ex), due(d) {}
+      void arm(detail::fiber* suspended) noexcept override {
+        struct wake {
+          detail::fiber* f;
+          void operator()() const noexcept { detail::fiber_runtime::make_ready(f); }
+          void discard(detail::discard_reason) const noexcept {
+            detail::fiber_runtime::make_ready(f);
+          }
+        };
+        try {
+          detail::task_node* node = detail::make_task(wake{suspended});
+          armed = self->m_timers.schedule(due, node, detail::timer_kind::inline_, false);
+          if (!armed)
+            detail::discard_task(node, detail::discard_reason::shutdown);  // resumes the fiber
+        } catch (...) {  // no memory or no timer thread: resume now, sleep on the thread
+          detail::fiber_runtime::make_ready(suspended);
+        }
+      }
+    } arm{this, due};
+    if (!suspend(arm))
+      return false;
+    return arm.armed && m_timers.now() >= due;
+  }
+
+  bool yield_task() override {
+    detail::worker& w = *tl_worker;
+    if (!w.fibers || !w.fibers->can_suspend())
+      return false;
+    struct to_yielded final : detail::suspend_arm {
+      detail::fiber_runtime* rt;
+      explicit to_yielded(detail::fiber_runtime* r) noexcept : rt(r) {}
+      void arm(detail::fiber* suspended) noexcept override { rt->push_yielded(suspended); }
+    } arm{w.fibers.get()};
+    return suspend(arm);
   }
 
   void help_until(const std::function<bool()>& done) override {
@@ -1560,8 +1741,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
       watch& seen = m_watch[w->index];
       const std::uint64_t finished = w->counters.finished.read();
       bool busy = false;
+      std::uint64_t running = 0;
       for (const auto& lc : w->counters.lanes)
-        busy = busy || lc.running.load(std::memory_order_relaxed) != 0;
+        running += lc.running.load(std::memory_order_relaxed);
+      busy = running > w->suspended();  // a task suspended in a wait holds no worker
       if (busy && seen.busy && seen.finished == finished) {
         running_for[w->index] = static_cast<double>(now - seen.since_ns) * 1e-9;
       } else {

@@ -20,13 +20,16 @@ namespace offload {
 /// Runs tasks on an executor and waits for all of them.
 ///
 /// run() spawns a task (onto the calling worker's own deque when called from a task, which is
-/// what makes recursive fork-join cheap); wait() blocks until every task run so far finished,
-/// helping to run queued work when called on a worker, so nested groups never deadlock, even on
-/// one worker. The first exception thrown by a task is rethrown by wait(); later ones are dropped.
-/// A task dropped by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled.
-/// Everything the tasks did, including destroying their callables, happens-before wait() returns.
-/// The destructor waits (and swallows the exception) if wait() was not called. run() and wait() may
-/// be called from any thread.
+/// what makes recursive fork-join cheap); wait() blocks until every task run so far finished.
+/// Called from a task, it first runs the group's tasks still on the worker's own deque, then
+/// suspends the task's fiber (executor_options::fibers; without fibers it helps run other queued
+/// work), so nested groups never deadlock, even on one worker. One task at a time may wait on a
+/// group by suspending; a second concurrent waiter inside the pool helps instead. The first
+/// exception thrown by a task is rethrown by wait(); later ones are dropped. A task dropped by
+/// shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled. Everything the tasks
+/// did, including destroying their callables, happens-before wait() returns. The destructor waits
+/// (and swallows the exception) if wait() was not called. run() and wait() may be called from any
+/// thread.
 class task_group {
  public:
   explicit task_group(executor& ex) noexcept : m_executor(ex) {}
@@ -55,10 +58,8 @@ class task_group {
   /// Waits for every task run so far; rethrows the first exception, then forgets it.
   void wait() {
     if (pending() != 0) {
-      if (detail::tl_current_scheduler != nullptr) {
-        detail::tl_current_scheduler->help_until([this] {
-          return pending() == 0;
-        });
+      if (detail::scheduler* s = detail::tl_current_scheduler) {
+        wait_in_worker(*s);
       } else {
         block();
       }
@@ -77,7 +78,8 @@ class task_group {
 
  private:
   static constexpr std::uint32_t k_blocked = 0x8000'0000u;  // a thread may sleep in block()
-  static constexpr std::uint32_t k_count = ~k_blocked;
+  static constexpr std::uint32_t k_fiber = 0x4000'0000u;    // m_fiber_waiter is suspended
+  static constexpr std::uint32_t k_count = ~(k_blocked | k_fiber);
 
   template <class F>
   struct group_task {
@@ -119,13 +121,64 @@ class task_group {
   }
 
   /// The last access to *this by a task: after the RMW a waiter may return and destroy the
-  /// group, so only the syscall (on the address, not a C++ access) may follow.
+  /// group, so only the syscall (on the address, not a C++ access) may follow. A suspended fiber
+  /// waiter cannot return before this task resumes it, so with one (k_fiber) the record is
+  /// taken first. (A thread blocked in wait() at the same time as a suspended task must not
+  /// destroy the group: the finisher still touches it after the count reached 0.)
   void finish_one() noexcept {
-    // [G2] acq_rel RMW: release pairs with [G3]/[G4]; RMWs on one word are totally ordered, so
-    // either this sees k_blocked (and wakes) or the waiter's fetch_or [G4] sees the count at 0.
+    // [G2] acq_rel RMW: release pairs with [G3]/[G4]/[G5]; RMWs on one word are totally
+    // ordered, so either this sees k_blocked / k_fiber (and wakes) or the waiter's fetch_or
+    // [G4]/[G5] sees the count at 0.
     const std::uint32_t prev = m_state.fetch_sub(1, std::memory_order_acq_rel);
-    if ((prev & k_count) == 1 && (prev & k_blocked) != 0)
+    if ((prev & k_count) != 1)
+      return;
+    detail::fiber* waiter = nullptr;
+    if ((prev & k_fiber) != 0) {
+      // [G6] acq_rel; pairs with [G7]: the one of finisher and armer that takes the record
+      // resumes the waiter, exactly once.
+      waiter = m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel);
+      m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
+    }
+    if ((prev & k_blocked) != 0)
       detail::futex_wake(m_state, INT32_MAX);
+    if (waiter != nullptr)
+      detail::fiber_runtime::make_ready(waiter);
+  }
+
+  /// wait() on a worker: runs what is left on the worker's own deque, then suspends.
+  void wait_in_worker(detail::scheduler& s) {
+    struct arm_group final : detail::suspend_arm {
+      task_group* group;
+      explicit arm_group(task_group* g) noexcept : group(g) {}
+      void arm(detail::fiber* suspended) noexcept override {
+        detail::fiber* none = nullptr;
+        // [G7] acq_rel; pairs with [G6]. Another fiber already waits: resume at once (the
+        // waiter then helps instead).
+        if (!group->m_fiber_waiter.compare_exchange_strong(
+                none, suspended, std::memory_order_acq_rel)) {
+          detail::fiber_runtime::make_ready(suspended);
+          return;
+        }
+        // [G5] acq_rel; pairs with [G2]: a finisher that takes the count to 0 sees k_fiber, or
+        // this sees the count already at 0 and takes the record back itself.
+        const std::uint32_t prev = group->m_state.fetch_or(k_fiber, std::memory_order_acq_rel);
+        if ((prev & k_count) == 0 &&
+            group->m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel) != nullptr) {
+          group->m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
+          detail::fiber_runtime::make_ready(suspended);
+        }
+      }
+    } arm{this};
+    while (pending() != 0) {
+      if (s.run_local_task())
+        continue;
+      if (m_fiber_waiter.load(std::memory_order_relaxed) == nullptr && s.suspend(arm))
+        continue;  // resumed: the count reached 0, or another fiber was already waiting
+      s.help_until([this] {
+        return pending() == 0;
+      });
+      return;
+    }
   }
 
   void block() {
@@ -146,6 +199,7 @@ class task_group {
 
   executor& m_executor;
   std::atomic<std::uint32_t> m_state{0};  // k_count bits: tasks not finished; futex word
+  std::atomic<detail::fiber*> m_fiber_waiter{nullptr};  // the suspended waiter, if any
   std::atomic<bool> m_has_error{false};
   std::mutex m_error_mutex;
   std::exception_ptr m_error;

@@ -4,6 +4,7 @@
 /// @brief offload::this_task: what a running task can ask about itself.
 
 #include <chrono>
+#include <thread>
 
 #include "offload/clock.hpp"
 #include "offload/detail/shared_state.hpp"
@@ -68,6 +69,28 @@ inline bool stop_requested() noexcept {
 /// (throws offload::retry_request; the task needs a retry_policy with attempts left).
 [[noreturn]] inline void retry_after(clock::duration delay) {
   throw retry_request(delay);
+}
+
+/// Pauses the calling task for at least `d`. In a task on a worker (fibers on) only the task
+/// waits: its fiber is suspended on the executor's timer (following executor_options::clock)
+/// and the worker runs other work meanwhile. Elsewhere, or inside a catch block, the thread
+/// sleeps.
+inline void sleep_for(clock::duration d) {
+  if (detail::scheduler* s = detail::tl_current_scheduler) {
+    s->sleep_for(d);
+    return;
+  }
+  if (d > clock::duration::zero())
+    std::this_thread::sleep_for(d);
+}
+
+/// Lets other work go first: in a task on a worker (fibers on), the worker runs one other
+/// queued task, if there is one, before the calling task continues. Elsewhere,
+/// std::this_thread::yield().
+inline void yield() {
+  if (detail::scheduler* s = detail::tl_current_scheduler; s != nullptr && s->yield_task())
+    return;
+  std::this_thread::yield();
 }
 
 }  // namespace this_task

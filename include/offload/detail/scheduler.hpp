@@ -6,6 +6,8 @@
 
 #include <functional>
 
+#include "offload/clock.hpp"
+#include "offload/detail/fiber.hpp"
 #include "offload/detail/task.hpp"
 
 namespace offload::detail {
@@ -21,6 +23,24 @@ class scheduler {
   /// Runs or helps run queued work on the calling worker until `done()` returns true. Used by
   /// waits inside tasks so that a pool of one worker never deadlocks. Calling worker only.
   virtual void help_until(const std::function<bool()>& done) = 0;
+
+  /// Runs one task from the calling worker's own deques (the waiter's most recent spawns, LIFO)
+  /// if there is one and the calling fiber has stack room to nest it. Calling worker only.
+  virtual bool run_local_task() = 0;
+
+  /// Suspends the calling task's fiber; `a.arm(f)` registers f with what the task waits for,
+  /// once f is suspended, and make_ready(f) resumes it (on this worker). False, without waiting,
+  /// if the task cannot suspend (fibers off, or inside a catch block): the caller must then
+  /// wait another way. Calling worker only.
+  virtual bool suspend(suspend_arm& a) = 0;
+
+  /// Suspends the calling task for `d` on this scheduler's clock (or, if it cannot suspend,
+  /// sleeps the thread). Calling worker only.
+  virtual void sleep_for(clock::duration d) = 0;
+
+  /// Lets the calling worker run other queued work (one task, if any) before the calling task
+  /// continues. False if the task cannot suspend.
+  virtual bool yield_task() = 0;
 
  protected:
   ~scheduler() = default;

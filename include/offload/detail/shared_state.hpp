@@ -30,6 +30,17 @@ struct continuation {
   virtual void fire() noexcept = 0;
   virtual ~continuation() = default;
   continuation* next = nullptr;
+  /// False for a continuation owned by its creator (a fiber waiting with it on its stack):
+  /// fire() is then the state's last access to it.
+  bool heap_owned = true;
+};
+
+/// Resumes a waiting fiber when the state it waits on becomes ready. Lives on the waiting
+/// fiber's stack, which outlives it: the fiber resumes only after fire().
+struct fiber_resume final : continuation {
+  fiber* waiter = nullptr;
+  fiber_resume() noexcept { heap_owned = false; }
+  void fire() noexcept override { fiber_runtime::make_ready(waiter); }
 };
 
 /// Type-independent part of a shared state.
@@ -123,15 +134,14 @@ class shared_state_base {
   /// Stores an exception without publishing (see publish()); the caller holds the claim.
   void store_exception(std::exception_ptr e) noexcept { m_exception = std::move(e); }
 
-  /// Blocks until ready: helps run tasks on a worker thread, spins briefly and then sleeps on
-  /// other threads.
+  /// Blocks until ready. In a task on a worker: runs the task's own spawns while there are any,
+  /// then suspends the task's fiber until ready (or, without fibers, helps run other work).
+  /// Elsewhere: spins briefly, then sleeps.
   void wait() const {
     if (is_ready())
       return;
     if (scheduler* s = tl_current_scheduler) {
-      s->help_until([this] {
-        return is_ready();
-      });
+      wait_in_worker(*s);
       return;
     }
     for (int i = 0; i < k_spin_before_block; ++i) {
@@ -154,7 +164,8 @@ class shared_state_base {
     return block_until_ready(deadline);
   }
 
-  /// Attaches a continuation; fires it at once if already ready. Takes ownership. Thread-safe.
+  /// Attaches a continuation; fires it at once if already ready. Takes ownership of heap-owned
+  /// ones. Thread-safe.
   void attach(continuation* c) noexcept {
     continuation* head = m_continuations.load(std::memory_order_acquire);
     for (;;) {
@@ -234,8 +245,32 @@ class shared_state_base {
     return reinterpret_cast<continuation*>(std::uintptr_t{1});
   }
   static void fire_and_delete(continuation* c) noexcept {
+    const bool owned = c->heap_owned;  // read first: fire() may end a stack-owned one's life
     c->fire();
-    delete c;
+    if (owned)
+      delete c;
+  }
+
+  void wait_in_worker(scheduler& s) const {
+    struct arm_resume final : suspend_arm {
+      const shared_state_base* state;
+      fiber_resume resume;
+      explicit arm_resume(const shared_state_base* st) noexcept : state(st) {}
+      void arm(fiber* suspended) noexcept override {
+        resume.waiter = suspended;
+        const_cast<shared_state_base*>(state)->attach(&resume);  // fires now if ready
+      }
+    } arm{this};
+    while (!is_ready()) {
+      if (s.run_local_task())
+        continue;
+      if (s.suspend(arm))
+        continue;  // resumed: ready
+      s.help_until([this] {
+        return is_ready();
+      });
+      return;
+    }
   }
   static std::exception_ptr make_cancelled(const char* why) noexcept {
     try {

@@ -61,7 +61,7 @@ class timer_service {
                 bool from_retry,
                 std::uint64_t* id = nullptr) {
     std::unique_lock lock(m_mutex);
-    if (m_stopped)
+    if (m_stopped || (kind == timer_kind::start && m_starts_stopped))
       return false;
     if (!m_thread.joinable()) {
       m_thread = std::thread([this] {
@@ -106,6 +106,28 @@ class timer_service {
     m_heap.erase(it);
     std::make_heap(m_heap.begin(), m_heap.end(), std::greater<>());
     return node;
+  }
+
+  /// First step of shutdown: hands every pending start entry to `resolve` and refuses new ones,
+  /// while inline entries (deadlines, sleeping tasks' wake-ups) keep being serviced until stop().
+  void stop_starts(const std::function<void(task_node*)>& resolve) {
+    std::vector<task_node*> left;
+    {
+      std::lock_guard lock(m_mutex);
+      m_starts_stopped = true;
+      auto is_start = [](const entry& e) {
+        return e.kind == timer_kind::start;
+      };
+      for (const entry& e : m_heap) {
+        if (is_start(e)) {
+          left.push_back(e.node);
+          m_dropped[index_of(e.node->lane)]++;
+        }
+      }
+      m_heap.erase(std::remove_if(m_heap.begin(), m_heap.end(), is_start), m_heap.end());
+      std::make_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+    }
+    for (task_node* node : left) resolve(node);
   }
 
   /// Stops the thread and hands every pending entry to `resolve` (start entries), runs the inline
@@ -207,6 +229,7 @@ class timer_service {
   std::vector<entry> m_heap;     // a min-heap on (due, seq) through std::push_heap/pop_heap
   std::uint64_t m_next_seq = 1;  // 0 is never an id: callers use it for "none"
   bool m_stopped = false;
+  bool m_starts_stopped = false;  // stop_starts() ran: start entries are refused
   std::array<std::uint64_t, k_lane_count> m_in_delay{}, m_in_retry{}, m_fired{}, m_dropped{};
   std::size_t m_subscription = 0;
   std::thread m_thread;

@@ -290,7 +290,10 @@ inline bool pin_current_thread(const std::vector<unsigned>& cpus, std::string* e
     if (error != nullptr) {
       std::string list;
       for (unsigned cpu : cpus) {
-        list += (list.empty() ? "" : ",") + std::to_string(cpu);
+        if (!list.empty()) {
+          list += ',';
+        }
+        list += std::to_string(cpu);
       }
       *error = "offload: pinning a worker to CPUs {" + list +
                "} failed: " + std::string(std::strerror(rc));

@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include <concurrentqueue/concurrentqueue.h>
 
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/chase_lev_deque.hpp"
+#include "offload/detail/fiber.hpp"
 #include "offload/detail/histogram.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/lane.hpp"
@@ -101,16 +103,21 @@ struct worker {
 
   chase_lev_deque<task_node*>& deque(std::size_t lane) noexcept { return *deques[lane]; }
 
+  /// Tasks suspended in a wait on this worker (their fibers); any thread.
+  std::uint32_t suspended() const noexcept { return fibers ? fibers->suspended() : 0; }
+
   unsigned index;
   std::array<std::unique_ptr<chase_lev_deque<task_node*>>, k_lane_count> deques;  // by lane
   std::array<moodycamel::ConsumerToken, k_lane_count> inbox_tokens;               // owner only
   xorshift32 rng;                                                                 // owner only
-  std::uint32_t ticks = 0;           // owner only: task searches, for inbox fairness
-  std::uint32_t picks_to_guard = 1;  // owner only: tasks to take until a guard pick, set
-                                     // by the executor (a countdown: no division per search)
-  std::uint32_t guard_turn = 0;      // owner only: which lower lane the guard serves next
-  std::uint32_t timing_tick = 0;     // owner only: spawned tasks, for timing samples
+  std::vector<unsigned> steal_order;  // victims nearest first (placement); empty: random
+  std::uint32_t ticks = 0;            // owner only: task searches, for inbox fairness
+  std::uint32_t picks_to_guard = 1;   // owner only: tasks to take until a guard pick, set
+                                      // by the executor (a countdown: no division per search)
+  std::uint32_t guard_turn = 0;       // owner only: which lower lane the guard serves next
+  std::uint32_t timing_tick = 0;      // owner only: spawned tasks, for timing samples
   offload::lane current_lane = offload::lane::normal;  // owner only: lane of the running task
+  std::unique_ptr<fiber_runtime> fibers;               // null: fibers off (waits block the worker)
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };
