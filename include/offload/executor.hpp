@@ -43,6 +43,7 @@
 #include "offload/lane.hpp"
 #include "offload/metrics.hpp"
 #include "offload/periodic.hpp"
+#include "offload/task.hpp"
 #include "offload/task_events.hpp"
 #include "offload/task_options.hpp"
 #include "offload/task_state.hpp"
@@ -144,7 +145,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   template <class F, class... Args>
   requires(!std::is_same_v<std::remove_cvref_t<F>, task_options>) auto submit(F&& fn,
                                                                               Args&&... args)
-      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+      -> future<detail::call_result_t<F, Args...>> {
     return submit_with(nullptr, std::forward<F>(fn), std::forward<Args>(args)...);
   }
 
@@ -158,7 +159,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// a task not started by its deadline never runs and its future throws offload::expired.
   template <class F, class... Args>
   auto submit(const task_options& options, F&& fn, Args&&... args)
-      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+      -> future<detail::call_result_t<F, Args...>> {
     options.validate();
     if (options.needs_policy())
       return submit_policy<true>(options, std::forward<F>(fn), std::forward<Args>(args)...);
@@ -183,6 +184,26 @@ class executor final : private detail::scheduler, private detail::policy_host {
       return;
     }
     enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), &options);
+  }
+
+  /// An awaitable for task<T> coroutines: `co_await ex.schedule(lane)` continues the coroutine
+  /// as a task of this executor in `lane` (from anywhere: a coroutine run by sync_wait() on
+  /// another thread moves onto the executor). Throws offload::rejected (at the co_await) after
+  /// shutdown began.
+  auto schedule(offload::lane lane = offload::lane::normal) noexcept {
+    struct awaiter {
+      executor* ex;
+      offload::lane lane;
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) const {
+        ex->post(task_options{.lane = lane}, [h, context = detail::tl_task_context] {
+          detail::task_context_scope scope(context);
+          h.resume();
+        });
+      }
+      void await_resume() const noexcept {}
+    };
+    return awaiter{this, lane};
   }
 
   /// Runs `fn()` every `period`, first after options.delay (or one period if none), in
@@ -503,8 +524,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// Lane, name and capacity decisions for one submission.
   template <class F, class... Args>
   auto submit_with(const task_options* options, F&& fn, Args&&... args)
-      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
-    using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+      -> future<detail::call_result_t<F, Args...>> {
+    using R = detail::call_result_t<F, Args...>;
     auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
     detail::state_ref<R> state(detail::shared_state<R>::create(this));
     detail::state_ref<R> for_caller(state.get());  // the second of the two initial references
@@ -514,8 +535,22 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::make_future(std::move(for_caller));
   }
 
+  /// The callable a task runs: `fn(args...)`; for a coroutine (fn returns task<T>), a callable
+  /// that runs the coroutine to its end and returns its T.
   template <class F, class... Args>
   static auto bind(F&& fn, Args&&... args) {
+    auto call = bind_call(std::forward<F>(fn), std::forward<Args>(args)...);
+    if constexpr (detail::is_task<std::invoke_result_t<decltype(call)&>>::value) {
+      return [call = std::move(call)]() mutable {
+        return call().run();
+      };
+    } else {
+      return call;
+    }
+  }
+
+  template <class F, class... Args>
+  static auto bind_call(F&& fn, Args&&... args) {
     if constexpr (sizeof...(Args) == 0) {
       return std::decay_t<F>(std::forward<F>(fn));
     } else {
@@ -539,6 +574,31 @@ class executor final : private detail::scheduler, private detail::policy_host {
   void schedule(detail::task_node* node) override {
     node->lane = inherited_lane();
     enqueue_or_throw(node);
+  }
+
+  void schedule_in_lane(detail::task_node* node) override {
+    if (current_worker() != nullptr) {
+      enqueue_or_throw(node);
+      return;
+    }
+    const std::size_t l = index_of(node->lane);
+    mark_lane_used(l);
+    enqueue_external(node, l, node->name, node->lane, true);
+  }
+
+  offload::lane running_lane() const noexcept override {
+    const detail::worker* w = current_worker();
+    return w != nullptr ? w->current_lane : offload::lane::normal;
+  }
+
+  void call_after(clock::duration d, detail::task_node* node) override {
+    bool armed = false;
+    try {
+      armed = m_timers.schedule(m_timers.now() + d, node, detail::timer_kind::inline_, false);
+    } catch (...) {
+    }
+    if (!armed)
+      detail::discard_task(node, detail::discard_reason::shutdown);
   }
 
   /// Queues a task (lane and name from `options`, or inherited); on rejection discards it
@@ -676,8 +736,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// its delay (timer), with an expiry timer for a deadline; de-duplicates by key.
   template <bool WithFuture, class F, class... Args>
   auto submit_policy(const task_options& o, F&& fn, Args&&... args)
-      -> future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
-    using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+      -> future<detail::call_result_t<F, Args...>> {
+    using R = detail::call_result_t<F, Args...>;
     o.validate();
     auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
     using call_t = decltype(call);
@@ -1061,16 +1121,20 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   /// enqueue_or_throw() from a thread outside the pool.
+  /// A `continuation` (a coroutine resuming) belongs to accepted work: it is queued while
+  /// draining or cancelling too, and never refused for capacity.
   [[gnu::noinline]] void enqueue_external(detail::task_node* node,
                                           std::size_t l,
                                           const std::string* name,
-                                          offload::lane lane) {
+                                          offload::lane lane,
+                                          bool continuation = false) {
     producer& p = local_producer();
-    if (m_lane_limits[l].bounded && !reserve_slot(p, node))
+    if (!continuation && m_lane_limits[l].bounded && !reserve_slot(p, node))
       return;  // ran on this thread (caller_runs)
     // [X2] seq_cst; pairs with [X1]/[X3] in shutdown().
     p.busy.store(true, std::memory_order_seq_cst);
-    if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
+    const phase now = m_phase.load(std::memory_order_seq_cst);
+    if (continuation ? now == phase::stopped : now != phase::running) {
       p.busy.store(false, std::memory_order_relaxed);
       if (node->holds_lane_slot)
         release_slot(l);

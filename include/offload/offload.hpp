@@ -17,6 +17,7 @@
 #include "offload/periodic.hpp"
 #include "offload/placement.hpp"
 #include "offload/retry_policy.hpp"
+#include "offload/task.hpp"
 #include "offload/task_events.hpp"
 #include "offload/task_group.hpp"
 #include "offload/task_mutex.hpp"

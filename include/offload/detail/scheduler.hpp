@@ -24,6 +24,18 @@ class scheduler {
   /// waits inside tasks so that a pool of one worker never deadlocks. Calling worker only.
   virtual void help_until(const std::function<bool()>& done) = 0;
 
+  /// Queues a task in the lane already set in task->lane: a continuation of accepted work (a
+  /// coroutine resuming), accepted until the scheduler stops, never refused for capacity.
+  /// Throws offload::rejected once stopped (the task is then still the caller's). Thread-safe.
+  virtual void schedule_in_lane(task_node* task) = 0;
+
+  /// The lane of the task running on the calling worker (lane::normal elsewhere).
+  virtual offload::lane running_lane() const noexcept = 0;
+
+  /// Runs `action` (a small task: it must not block) after `d` on this scheduler's timer, or
+  /// discards it at once (discard_reason::shutdown) if the timer no longer runs. Takes it.
+  virtual void call_after(clock::duration d, task_node* action) = 0;
+
   /// Runs one task from the calling worker's own deques (the waiter's most recent spawns, LIFO)
   /// if there is one and the calling fiber has stack room to nest it. Calling worker only.
   virtual bool run_local_task() = 0;

@@ -1,0 +1,307 @@
+#pragma once
+
+/// @file task.hpp
+/// @brief offload::task<T>: a C++20 coroutine that runs on an executor like any task.
+///
+/// A coroutine returning offload::task<T> is lazy: it starts when awaited, or when submitted
+/// (ex.submit(fn) / ex.post(fn) with `fn` returning a task<T> give an offload::future<T>, with
+/// lanes, retries, deadlines, keys and cancellation as for any task: a retry calls `fn` again).
+/// Inside one, `co_await` takes an offload::future<U>, another task<U>, `ex.schedule(lane)` and
+/// `offload::sleep_for(d)`. After a suspension the coroutine continues on the executor it was
+/// running on, as a task in the same lane, with the same this_task context (attempt,
+/// stop_requested); if it was not running on a worker, it continues on the thread that
+/// completed what it awaited.
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include "offload/clock.hpp"
+#include "offload/detail/scheduler.hpp"
+#include "offload/detail/shared_state.hpp"
+#include "offload/detail/task.hpp"
+#include "offload/future.hpp"
+#include "offload/manual_reset_event.hpp"
+#include "offload/this_task.hpp"
+
+namespace offload {
+
+template <class T = void>
+class task;
+
+namespace detail {
+
+/// Where a suspended coroutine continues: on the scheduler of the worker that suspended it, as a
+/// task in that worker's current lane and task context; inline when it was not on a worker.
+struct resume_point {
+  scheduler* sched = nullptr;
+  offload::lane lane = offload::lane::normal;
+  task_context context{};
+
+  /// Captured on the thread that suspends.
+  static resume_point here() noexcept {
+    resume_point p;
+    p.sched = tl_current_scheduler;
+    if (p.sched != nullptr) {
+      p.lane = p.sched->running_lane();
+      p.context = tl_task_context;
+    }
+    return p;
+  }
+
+  /// Continues `h` (any thread). Never fails: if the executor refuses the resumption (shutdown)
+  /// or memory runs out, `h` continues inline, on the calling thread.
+  void resume(std::coroutine_handle<> h) const noexcept {
+    if (sched == nullptr) {
+      h.resume();
+      return;
+    }
+    struct resumption {
+      std::coroutine_handle<> h;
+      task_context context;
+      void operator()() const {
+        task_context_scope scope(context);
+        h.resume();  // a task<T> coroutine keeps its exceptions: resume() does not throw
+      }
+      void discard(discard_reason) const noexcept { (*this)(); }
+    };
+    task_node* node = nullptr;
+    try {
+      node = make_task(resumption{h, context});
+    } catch (...) {
+      h.resume();
+      return;
+    }
+    node->lane = lane;
+    try {
+      sched->schedule_in_lane(node);
+    } catch (...) {
+      discard_task(node, discard_reason::rejected);  // resumes it inline
+    }
+  }
+};
+
+/// The state of a task<T> coroutine common to every T.
+struct task_promise_base {
+  std::coroutine_handle<> continuation;  // the coroutine awaiting this one, if any
+  manual_reset_event* done = nullptr;    // set when a submitted (root) coroutine ends
+  std::exception_ptr error;
+
+  std::suspend_always initial_suspend() noexcept { return {}; }
+
+  struct final_awaiter {
+    bool await_ready() noexcept { return false; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) noexcept {
+      task_promise_base& p = h.promise();
+      if (p.continuation)
+        return p.continuation;  // symmetric transfer back to the awaiting coroutine
+      if (manual_reset_event* d = p.done)
+        d->set();  // the last access to the frame: the waiter may destroy it at once
+      return std::noop_coroutine();
+    }
+    void await_resume() noexcept {}
+  };
+  final_awaiter final_suspend() noexcept { return {}; }
+  void unhandled_exception() noexcept { error = std::current_exception(); }
+};
+
+template <class T>
+struct task_promise : task_promise_base {
+  std::optional<T> value;
+  task<T> get_return_object() noexcept;
+  template <class U = T>
+  void return_value(U&& v) {
+    value.emplace(std::forward<U>(v));
+  }
+  T take() {
+    if (error)
+      std::rethrow_exception(error);
+    return std::move(*value);
+  }
+};
+
+template <>
+struct task_promise<void> : task_promise_base {
+  task<void> get_return_object() noexcept;
+  void return_void() noexcept {}
+  void take() {
+    if (error)
+      std::rethrow_exception(error);
+  }
+};
+
+template <class R>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
+/// R, or T for R = task<T>: what a submitted callable's future holds.
+template <class R>
+struct unwrap_task {
+  using type = R;
+};
+template <class T>
+struct unwrap_task<task<T>> {
+  using type = T;
+};
+
+/// What submitting fn(args...) yields: its result, or T for a coroutine returning task<T>.
+template <class F, class... Args>
+using call_result_t =
+    typename unwrap_task<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>::type;
+
+}  // namespace detail
+
+/// A lazily started coroutine producing a T. Move-only; destroying a task that has not run
+/// destroys the coroutine without running it. Await it once (`co_await std::move(t)` or
+/// `co_await make_task()`), submit the function that makes it, or run it with sync_wait().
+template <class T>
+class [[nodiscard]] task {
+ public:
+  using promise_type = detail::task_promise<T>;
+  using handle = std::coroutine_handle<promise_type>;
+
+  task(task&& o) noexcept : m_handle(std::exchange(o.m_handle, {})) {}
+  task& operator=(task&& o) noexcept {
+    if (this != &o) {
+      if (m_handle)
+        m_handle.destroy();
+      m_handle = std::exchange(o.m_handle, {});
+    }
+    return *this;
+  }
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+  ~task() {
+    if (m_handle)
+      m_handle.destroy();
+  }
+
+  /// Runs the coroutine inline (symmetric transfer) and continues the awaiting one with its
+  /// result, or rethrows its exception there.
+  auto operator co_await() && noexcept {
+    struct awaiter {
+      handle h;
+      bool await_ready() const noexcept { return !h; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+        h.promise().continuation = awaiting;
+        return h;
+      }
+      T await_resume() {
+        if (!h)
+          throw std::logic_error("offload::task: awaited a task that was moved from");
+        return h.promise().take();
+      }
+    };
+    return awaiter{m_handle};
+  }
+
+  /// Runs the coroutine to its end and returns its result (or rethrows its exception). On a
+  /// worker the waiting task's fiber is suspended; elsewhere the thread blocks. Consumes it.
+  T run() && {
+    if (!m_handle)
+      throw std::logic_error("offload::task: run() on a task that was moved from");
+    manual_reset_event done;
+    m_handle.promise().done = &done;
+    m_handle.resume();  // until its first suspension, or to its end
+    done.wait();
+    handle h = std::exchange(m_handle, {});
+    struct destroy_after {
+      handle h;
+      ~destroy_after() { h.destroy(); }
+    } guard{h};
+    return h.promise().take();
+  }
+
+ private:
+  friend promise_type;
+  explicit task(handle h) noexcept : m_handle(h) {}
+  handle m_handle;
+};
+
+namespace detail {
+template <class T>
+task<T> task_promise<T>::get_return_object() noexcept {
+  return task<T>(std::coroutine_handle<task_promise<T>>::from_promise(*this));
+}
+inline task<void> task_promise<void>::get_return_object() noexcept {
+  return task<void>(std::coroutine_handle<task_promise<void>>::from_promise(*this));
+}
+
+/// Awaits a future: continues at resume_point::here() once it is ready.
+template <class T>
+struct future_awaiter {
+  future<T> f;
+
+  bool await_ready() const { return f.is_ready(); }
+  void await_suspend(std::coroutine_handle<> h) {
+    struct on_ready final : continuation {
+      resume_point where;
+      std::coroutine_handle<> h;
+      on_ready(resume_point w, std::coroutine_handle<> c) noexcept : where(w), h(c) {}
+      void fire() noexcept override { where.resume(h); }
+    };
+    future_access::state(f)->attach(new on_ready(resume_point::here(), h));
+  }
+  T await_resume() { return f.get(); }
+};
+
+/// Awaitable of offload::sleep_for().
+struct sleep_awaiter {
+  clock::duration duration;
+
+  bool await_ready() const {
+    if (duration <= clock::duration::zero())
+      return true;
+    if (tl_current_scheduler == nullptr) {  // not on a worker: the thread sleeps
+      std::this_thread::sleep_for(duration);
+      return true;
+    }
+    return false;
+  }
+  void await_suspend(std::coroutine_handle<> h) const {
+    struct wake {
+      resume_point where;
+      std::coroutine_handle<> h;
+      void operator()() const noexcept { where.resume(h); }
+      void discard(discard_reason) const noexcept { where.resume(h); }
+    };
+    resume_point where = resume_point::here();
+    task_node* node = make_task(wake{where, h});
+    where.sched->call_after(duration, node);  // resumes `h` when due (or at once if it cannot)
+  }
+  void await_resume() const noexcept {}
+};
+
+}  // namespace detail
+
+/// `co_await f` / `co_await std::move(f)` in a task<T> coroutine: continues once f is ready,
+/// with its value (or its exception). Consumes the future.
+template <class T>
+detail::future_awaiter<T> operator co_await(future<T>&& f) {
+  return detail::future_awaiter<T>{std::move(f)};
+}
+template <class T>
+detail::future_awaiter<T> operator co_await(future<T>& f) {
+  return detail::future_awaiter<T>{std::move(f)};
+}
+
+/// `co_await offload::sleep_for(d)` in a task<T> coroutine: continues after at least `d` (on the
+/// executor's timer and clock; the worker runs other work meanwhile). Not on a worker, the
+/// thread sleeps.
+inline detail::sleep_awaiter sleep_for(clock::duration d) noexcept {
+  return detail::sleep_awaiter{d};
+}
+
+/// Runs a task<T> on the calling thread (blocking it, or suspending the calling task's fiber on
+/// a worker) and returns its result.
+template <class T>
+T sync_wait(task<T> t) {
+  return std::move(t).run();
+}
+
+}  // namespace offload
