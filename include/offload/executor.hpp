@@ -338,6 +338,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
     m_quiet.notify_all();
     if (mode == shutdown_mode::drain)
       wait_idle();
+    if (mode == shutdown_mode::cancel) {
+      // Sleeping tasks wake now (this_task::sleep_for returns early), so that cancel does not
+      // wait out their sleeps.
+      m_timers.stop([this](detail::task_node* node) {
+        discard_from_timer(node);
+      });
+    }
     m_phase.store(phase::stopped, std::memory_order_seq_cst);
     m_idle.notify_all();
     for (auto& w : m_workers) {
@@ -1620,6 +1627,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       // Stop only once no task of this worker is suspended: they resume here.
       if (m_phase.load(std::memory_order_acquire) == phase::stopped && w.suspended() == 0) {
         m_idle.cancel_wait();
+        // A make_ready() that published the last woken fiber may still be in its notify.
+        while (fibers != nullptr && !fibers->wakers_done()) std::this_thread::yield();
         break;
       }
       w.counters.parks.add();
@@ -1652,22 +1661,34 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::worker& w = *tl_worker;
     if (!w.fibers || !w.fibers->can_suspend())
       return false;
-    // Thread-locals that other tasks on this worker change while this one waits.
-    const detail::task_context task = detail::tl_task_context;
-    const offload::lane task_lane = w.current_lane;
-    w.fibers->suspend(a);
+    // Thread-locals that other tasks on this worker use while this one waits: saved here, and
+    // reset so that the tasks run meanwhile start from a clean slate (their scopes then nest
+    // within this fiber's own).
+    const detail::task_context task = std::exchange(detail::tl_task_context, {});
+    const offload::lane task_lane = std::exchange(w.current_lane, offload::lane::normal);
+    detail::failure_note failure = std::move(detail::tl_failure);
+    const bool dead_letter_recorded = std::exchange(detail::tl_dead_letter_recorded, false);
+    bool suspended = true;
+    try {
+      w.fibers->suspend(a);
+    } catch (...) {  // no memory for a new fiber: the caller waits another way
+      suspended = false;
+    }
     detail::tl_task_context = task;
     w.current_lane = task_lane;
-    return true;
+    detail::tl_failure = std::move(failure);
+    detail::tl_dead_letter_recorded = dead_letter_recorded;
+    return suspended;
   }
 
   void sleep_for(clock::duration d) override {
     const clock::time_point due = m_timers.now() + d;
     if (d > clock::duration::zero() && sleep_suspended(due))
       return;
-    // Not suspended (fibers off, inside a catch block) or woken early because the timer stopped
-    // (shutdown): the thread sleeps what is left. A manual clock is not waited for here.
-    if (m_options.clock)
+    // Not suspended (fibers off, no memory for a fiber) or woken early because the timer
+    // stopped (shutdown(cancel) cuts sleeps short): the thread sleeps what is left, unless
+    // cancelling. A manual clock is not waited for here.
+    if (m_options.clock || cancelling())
       return;
     for (auto left = due - clock::now(); left > clock::duration::zero(); left = due - clock::now())
       std::this_thread::sleep_for(left);
@@ -1692,14 +1713,19 @@ class executor final : private detail::scheduler, private detail::policy_host {
             detail::fiber_runtime::make_ready(f);
           }
         };
+        detail::task_node* node = nullptr;
         try {
-          detail::task_node* node = detail::make_task(wake{suspended});
-          armed = self->m_timers.schedule(due, node, detail::timer_kind::inline_, false);
-          if (!armed)
-            detail::discard_task(node, detail::discard_reason::shutdown);  // resumes the fiber
-        } catch (...) {  // no memory or no timer thread: resume now, sleep on the thread
+          node = detail::make_task(wake{suspended});
+        } catch (...) {  // no memory: resume now, sleep on the thread
           detail::fiber_runtime::make_ready(suspended);
+          return;
         }
+        try {
+          armed = self->m_timers.schedule(due, node, detail::timer_kind::inline_, false);
+        } catch (...) {  // no memory or no timer thread
+        }
+        if (!armed)
+          detail::discard_task(node, detail::discard_reason::shutdown);  // resumes the fiber
       }
     } arm{this, due};
     if (!suspend(arm))

@@ -24,7 +24,9 @@ namespace offload {
 /// Called from a task, it first runs the group's tasks still on the worker's own deque, then
 /// suspends the task's fiber (executor_options::fibers; without fibers it helps run other queued
 /// work), so nested groups never deadlock, even on one worker. One task at a time may wait on a
-/// group by suspending; a second concurrent waiter inside the pool helps instead. The first
+/// group by suspending; a second concurrent waiter inside the pool helps instead. While a task
+/// waits on a group by suspending, no other waiter may destroy the group (its last task still
+/// touches it to resume that task). The first
 /// exception thrown by a task is rethrown by wait(); later ones are dropped. A task dropped by
 /// shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled. Everything the tasks
 /// did, including destroying their callables, happens-before wait() returns. The destructor waits
@@ -134,10 +136,12 @@ class task_group {
       return;
     detail::fiber* waiter = nullptr;
     if ((prev & k_fiber) != 0) {
-      // [G6] acq_rel; pairs with [G7]: the one of finisher and armer that takes the record
-      // resumes the waiter, exactly once.
-      waiter = m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel);
+      // The mark is cleared before the record is taken: a new waiter can only install itself
+      // after the take, so its own mark is never cleared by this finisher.
       m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
+      // [G6] acq_rel; pairs with [G7] (and the armer's take-back [G8]): whoever takes the
+      // record resumes the waiter, exactly once; the acquire half sees the waiter's record.
+      waiter = m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel);
     }
     if ((prev & k_blocked) != 0)
       detail::futex_wake(m_state, INT32_MAX);
@@ -162,10 +166,11 @@ class task_group {
         // [G5] acq_rel; pairs with [G2]: a finisher that takes the count to 0 sees k_fiber, or
         // this sees the count already at 0 and takes the record back itself.
         const std::uint32_t prev = group->m_state.fetch_or(k_fiber, std::memory_order_acq_rel);
-        if ((prev & k_count) == 0 &&
-            group->m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel) != nullptr) {
+        if ((prev & k_count) == 0) {
           group->m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
-          detail::fiber_runtime::make_ready(suspended);
+          // [G8] acq_rel; pairs with [G6]: the record is taken back here or by a finisher.
+          if (group->m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel) != nullptr)
+            detail::fiber_runtime::make_ready(suspended);
         }
       }
     } arm{this};

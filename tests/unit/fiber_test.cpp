@@ -227,6 +227,69 @@ TEST(Fibers, WaitInsideCatchBlockStillCompletes) {
   EXPECT_EQ(f.get(), 5);
 }
 
+// Inside a catch block a task still suspends (each fiber has its own exception state): here
+// the awaited task sleeps on the same, only worker, so a wait that blocked would never end.
+TEST(Fibers, WaitInsideCatchBlockSuspends) {
+  offload::executor ex{one_worker()};
+  auto f = ex.submit([&] {
+    try {
+      throw std::runtime_error("outer");
+    } catch (const std::exception&) {
+      auto child = ex.submit([] {
+        offload::this_task::sleep_for(5ms);
+        try {
+          throw std::logic_error("inner");  // another fiber's exceptions meanwhile
+        } catch (const std::logic_error&) {
+        }
+        return 2;
+      });
+      offload::this_task::yield();  // the child starts and sleeps
+      const int v = child.get();
+      try {
+        throw;  // the exception being handled is still this fiber's
+      } catch (const std::runtime_error& e) {
+        return std::string(e.what()) == "outer" ? v : -1;
+      }
+    }
+  });
+  EXPECT_EQ(f.get(), 2);
+}
+
+// A task_group destroyed during unwinding waits for a child that sleeps on the same worker.
+TEST(Fibers, TaskGroupWaitDuringUnwinding) {
+  offload::executor ex{one_worker()};
+  std::atomic<bool> child_done{false};
+  auto f = ex.submit([&] {
+    offload::task_group g{ex};
+    g.run([&] {
+      offload::this_task::sleep_for(5ms);
+      child_done.store(true);
+    });
+    offload::this_task::yield();  // the child starts and sleeps
+    throw std::runtime_error("unwind with a pending group");
+  });
+  EXPECT_THROW(f.get(), std::runtime_error);
+  EXPECT_TRUE(child_done.load());
+}
+
+// shutdown(cancel) cuts sleeps short instead of waiting them out (here: an hour on a manual
+// clock that nobody advances).
+TEST(Fibers, CancelShutdownWakesSleepers) {
+  auto clock = std::make_shared<offload::manual_clock>();
+  offload::executor ex{offload::executor_options{.workers = 1, .clock = clock}};
+  std::atomic<bool> asleep{false};
+  auto f = ex.submit([&] {
+    asleep.store(true);
+    offload::this_task::sleep_for(std::chrono::hours(1));
+    return 1;
+  });
+  eventually([&] {
+    return asleep.load() && ex.stats().suspended == 1;
+  });
+  ex.shutdown(offload::shutdown_mode::cancel);
+  EXPECT_EQ(f.get(), 1);  // it ran to its end, its sleep cut short
+}
+
 // A task suspended in a wait does not make its worker look stuck.
 TEST(Fibers, SuspendedTaskIsNotAStuckWorker) {
   offload::executor ex{offload::executor_options{.workers = 1, .stuck_after = 1ms}};

@@ -24,6 +24,14 @@
 #include "offload/detail/event_count.hpp"
 #include "offload/lane.hpp"
 
+#if defined(__GLIBCXX__) && !defined(__ARM_EABI_UNWINDER__)
+#include <cxxabi.h>
+// The C++ runtime keeps "exceptions being handled" per thread (the Itanium ABI's
+// __cxa_eh_globals); each fiber gets its own copy, swapped on every switch, so a task may wait
+// inside a catch block or while unwinding.
+#define OFFLOAD_FIBER_EH_SWAP 1
+#endif
+
 #if defined(__SANITIZE_THREAD__)
 #define OFFLOAD_TSAN_FIBERS 1
 #elif defined(__has_feature)
@@ -45,12 +53,26 @@ namespace offload::detail {
 
 class fiber_runtime;
 
+/// A fiber's share of the C++ runtime's per-thread exception state (Itanium C++ ABI 2.2.2:
+/// caughtExceptions, uncaughtExceptions).
+struct exception_state {
+  void* caught = nullptr;
+  unsigned int uncaught = 0;
+};
+
+#if defined(OFFLOAD_FIBER_EH_SWAP)
+inline exception_state* thread_exception_state() noexcept {
+  return reinterpret_cast<exception_state*>(abi::__cxa_get_globals());
+}
+#endif
+
 /// One execution context with its own stack (or, for `fiber_runtime::m_main`, the worker
 /// thread's own stack). Owned by one worker's fiber_runtime.
 struct fiber {
   boost::context::fiber context;  ///< the saved context while not running (empty while running)
   fiber_runtime* home = nullptr;  ///< the worker it belongs to; it only ever runs there
   fiber* next = nullptr;          ///< link in the idle list or the ready stack
+  exception_state exceptions;     ///< its exception state while it is not running
   char* stack_low = nullptr;      ///< lowest usable stack address (null: the thread's stack)
 #if defined(OFFLOAD_TSAN_FIBERS)
   void* tsan = nullptr;
@@ -102,12 +124,16 @@ class fiber_runtime {
     return m_current;
   }
 
-  /// True if the calling task may suspend: it runs on a pooled fiber and is not inside a catch
-  /// block or stack unwinding, whose per-thread bookkeeping (the C++ runtime's caught-exception
-  /// list) a suspension could interleave with another fiber's.
+  /// True if the calling task may suspend: it runs on a pooled fiber (and, on a C++ runtime
+  /// whose exception state cannot be swapped per fiber, is not inside a catch block or stack
+  /// unwinding).
   bool can_suspend() const noexcept {
+#if defined(OFFLOAD_FIBER_EH_SWAP)
+    return m_current != nullptr && m_current != &m_main;
+#else
     return m_current != nullptr && m_current != &m_main && std::uncaught_exceptions() == 0 &&
            !std::current_exception();
+#endif
   }
 
   /// Bytes of stack left below the caller (a large value on the thread's own stack).
@@ -138,6 +164,9 @@ class fiber_runtime {
   /// suspension. Wakes the worker if it sleeps.
   static void make_ready(fiber* f) noexcept {
     fiber_runtime& rt = *f->home;
+    // Counted while it still touches rt after publishing f: the worker (and so the executor)
+    // does not end before the count is back to 0 (wakers_done()).
+    rt.m_wakers.fetch_add(1, std::memory_order_relaxed);
     fiber* head = rt.m_ready.load(std::memory_order_relaxed);
     do {
       f->next = head;
@@ -145,9 +174,19 @@ class fiber_runtime {
     } while (!rt.m_ready.compare_exchange_weak(
         head, f, std::memory_order_release, std::memory_order_relaxed));
     rt.m_wake->notify_all();
+    // [F3] release; pairs with the acquire in wakers_done() [F4]: the notify is over.
+    rt.m_wakers.fetch_sub(1, std::memory_order_release);
   }
 
-  /// True if a woken fiber waits to be resumed.
+  /// True when no make_ready() call is still touching this runtime (checked before the worker
+  /// ends).
+  bool wakers_done() const noexcept {
+    return m_wakers.load(std::memory_order_acquire) == 0;  // [F4]
+  }
+
+  /// True if a woken fiber waits to be resumed. The relaxed load is enough for parking: the
+  /// worker checks it between event_count::prepare_wait() and commit_wait(), whose fences order
+  /// it against make_ready()'s push and notify (see event_count.hpp).
   bool has_ready() const noexcept {
     return m_ready_local != nullptr || m_ready.load(std::memory_order_relaxed) != nullptr;
   }
@@ -216,7 +255,9 @@ class fiber_runtime {
     fiber* record;
     boost::context::stack_context allocate() {
       boost::context::stack_context s = inner.allocate();
-      record->stack_low = static_cast<char*>(s.sp) - s.size;
+      // The lowest page of the mapping is the guard page.
+      record->stack_low =
+          static_cast<char*>(s.sp) - s.size + boost::context::stack_traits::page_size();
       return s;
     }
     void deallocate(boost::context::stack_context& s) noexcept { inner.deallocate(s); }
@@ -237,6 +278,7 @@ class fiber_runtime {
           fiber* self = m_current;
           m_current = &m_main;
           m_retired = self;
+          load_exceptions(m_main);
 #if defined(OFFLOAD_TSAN_FIBERS)
           __tsan_switch_to_fiber(m_main.tsan, 0);
 #endif
@@ -255,6 +297,8 @@ class fiber_runtime {
     m_from = from;
     m_after = then;
     m_current = to;
+    save_exceptions(*from);
+    load_exceptions(*to);
 #if defined(OFFLOAD_TSAN_FIBERS)
     __tsan_switch_to_fiber(to->tsan, 0);
 #endif
@@ -303,6 +347,8 @@ class fiber_runtime {
   /// throws forced_unwind at its suspension point, in the worker loop, outside any task) and
   /// frees it; control then comes back here.
   void retire(fiber* f) noexcept {
+    save_exceptions(*m_current);
+    load_exceptions(*f);
 #if defined(OFFLOAD_TSAN_FIBERS)
     __tsan_switch_to_fiber(f->tsan, 0);
 #endif
@@ -310,7 +356,19 @@ class fiber_runtime {
 #if defined(OFFLOAD_TSAN_FIBERS)
     __tsan_switch_to_fiber(m_current->tsan, 0);
 #endif
+    load_exceptions(*m_current);
     delete_record(f);
+  }
+
+  static void save_exceptions([[maybe_unused]] fiber& f) noexcept {
+#if defined(OFFLOAD_FIBER_EH_SWAP)
+    f.exceptions = *thread_exception_state();
+#endif
+  }
+  static void load_exceptions([[maybe_unused]] const fiber& f) noexcept {
+#if defined(OFFLOAD_FIBER_EH_SWAP)
+    *thread_exception_state() = f.exceptions;
+#endif
   }
 
   fiber* take_ready() noexcept {
@@ -367,7 +425,8 @@ class fiber_runtime {
   fiber* m_yielded_tail = nullptr;
   std::atomic<fiber*> m_ready{nullptr};  // woken fibers pushed by any thread (LIFO)
   std::atomic<std::uint32_t> m_suspended{0};
-  std::atomic<std::size_t> m_fibers{0};  // fibers alive (not counting m_main); owner-written
+  std::atomic<std::uint32_t> m_wakers{0};  // make_ready() calls in progress
+  std::atomic<std::size_t> m_fibers{0};    // fibers alive (not counting m_main); owner-written
   bool m_exiting = false;
 };
 
