@@ -11,6 +11,12 @@
 //   timers/lateness      30 ms delays with 1k..1M timers pending; memory per pending timer
 //   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks);
 //                        fib30/offload_futures does the same through submit() and future::get()
+//                        (waits suspend fibers), fib30/offload_nofibers with fibers off (waits
+//                        help), fib30/offload_coroutines with task<int> coroutines
+//   fibers/switch        this_task::yield() in a loop on an idle worker: two fiber switches each
+//   fibers/first_wait    tasks that each suspend once (yield) vs plain tasks: the first wait's
+//                        cost (a spare fiber from the worker's pool, two switches)
+//   fibers/suspended_memory  resident bytes per task suspended on a promise (10k tasks)
 
 #include <algorithm>
 #include <atomic>
@@ -415,6 +421,90 @@ void fib30_offload_futures(benchmark::State& state) {
                                  return fib_offload_futures(ex, 30);
                                }).get());
 }
+void fib30_offload_nofibers(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = k_workers, .fibers = false}};
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ex.submit([&] {
+                                 return fib_offload(ex, 30);
+                               }).get());
+}
+offload::task<int> fib_coroutine(offload::executor& ex, int n) {
+  if (n < 2)
+    co_return n;
+  auto a = ex.submit([&ex, n] {
+    return fib_coroutine(ex, n - 1);
+  });
+  const int b = co_await fib_coroutine(ex, n - 2);
+  co_return co_await std::move(a) + b;
+}
+void fib30_offload_coroutines(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ex.submit([&] {
+                                 return fib_coroutine(ex, 30);
+                               }).get());
+}
+
+// Two fiber switches per iteration: the yielding task's fiber to a loop fiber and back.
+void fiber_switch(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  constexpr int k_yields = 100'000;
+  for (auto _ : state) {
+    const auto start = clock_type::now();
+    ex.submit([] {
+        for (int i = 0; i < k_yields; ++i) offload::this_task::yield();
+      }).get();
+    const auto ns = std::chrono::duration<double, std::nano>(clock_type::now() - start).count();
+    state.SetIterationTime(ns * 1e-9);
+    state.counters["ns_per_switch"] = ns / (2.0 * k_yields);
+  }
+}
+
+// Batches of 10k tasks from one producer; arg 1: each task suspends once (yield), arg 0: not.
+void fiber_first_wait(benchmark::State& state) {
+  const bool wait = state.range(0) != 0;
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  constexpr int k_tasks = 10'000;
+  std::vector<offload::future<void>> done;
+  done.reserve(k_tasks);
+  for (auto _ : state) {
+    done.clear();
+    for (int i = 0; i < k_tasks; ++i) {
+      done.push_back(ex.submit([wait] {
+        if (wait)
+          offload::this_task::yield();
+      }));
+    }
+    for (auto& f : done) f.get();
+  }
+  state.SetItemsProcessed(state.iterations() * k_tasks);
+}
+
+// Resident memory per suspended task: 10k tasks wait on one promise (one worker).
+void fiber_suspended_memory(benchmark::State& state) {
+  constexpr int k_tasks = 10'000;
+  for (auto _ : state) {
+    offload::executor ex{offload::executor_options{.workers = 1}};
+    ex.submit([] {}).get();  // the worker's first fiber exists before the baseline
+    const double rss0 = resident_bytes();
+    offload::promise<void> p;
+    auto gate = std::make_shared<offload::future<void>>(p.get_future());
+    std::vector<offload::future<void>> done;
+    done.reserve(k_tasks);
+    for (int i = 0; i < k_tasks; ++i)
+      done.push_back(ex.submit([gate] {
+        gate->wait();
+      }));
+    while (ex.stats().suspended < k_tasks) std::this_thread::yield();
+    const double rss1 = resident_bytes();
+    state.counters["bytes_per_suspended_task"] = (rss1 - rss0) / k_tasks;
+    state.counters["mapped_bytes_per_fiber"] =
+        static_cast<double>(ex.stats().fiber_stack_bytes) / static_cast<double>(ex.stats().fibers);
+    p.set_value();
+    for (auto& f : done) f.get();
+  }
+}
+
 void fib30_tbb(benchmark::State& state) {
   allow_tbb_workers();
   tbb::task_arena arena(static_cast<int>(k_workers));
@@ -518,7 +608,27 @@ BENCHMARK(fib30_offload_futures)
     ->Name("fib30/offload_futures")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(fib30_offload_nofibers)
+    ->Name("fib30/offload_nofibers")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(fib30_offload_coroutines)
+    ->Name("fib30/offload_coroutines")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(fiber_switch)->Name("fibers/switch")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(fiber_first_wait)
+    ->Name("fibers/first_wait")
+    ->ArgName("waits")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime();
+BENCHMARK(fiber_suspended_memory)
+    ->Name("fibers/suspended_memory")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK(retry_overhead)
     ->Name("policy/retry_overhead")

@@ -1592,25 +1592,32 @@ class executor final : private detail::scheduler, private detail::policy_host {
   void worker_loop(detail::worker& w) {
     detail::fiber_runtime* fibers = w.fibers.get();
     for (;;) {
-      // Woken tasks first: they started already, and finishing them frees their fibers.
-      if (fibers != nullptr && fibers->has_ready() && fibers->resume_ready()) {
-        if (fibers->exiting())
-          return;
-        continue;  // this fiber was idle and took over again from a task that waits
+      if (fibers != nullptr) {
+        // Woken tasks first: they started already, and finishing them frees their fibers. A
+        // task that yielded continues once another task has started since (or at once if the
+        // worker finds nothing else to do).
+        if ((fibers->has_ready() && fibers->resume_ready()) ||
+            (fibers->yielded_due() && fibers->resume_yielded())) {
+          if (fibers->exiting())
+            return;
+          continue;  // this fiber was idle and took over again from a task that waits
+        }
       }
-      detail::task_node* node = find_task(w);
-      if (node != nullptr)
+      if (detail::task_node* node = find_task(w)) {
+        if (fibers != nullptr)
+          fibers->count_start();
         execute(w, node);
-      // A task that yielded continues after one other task (or at once if there is none).
+        continue;
+      }
       if (fibers != nullptr && fibers->has_yielded() && fibers->resume_yielded()) {
         if (fibers->exiting())
           return;
         continue;
       }
-      if (node != nullptr)
-        continue;
       m_quiet.notify_all();  // out of work: a wait_idle() caller may be waiting for this moment
       if (detail::task_node* found = spin_for_task(w)) {
+        if (fibers != nullptr)
+          fibers->count_start();
         execute(w, found);
         continue;
       }
@@ -1621,6 +1628,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       }
       if (detail::task_node* found = find_task(w)) {
         m_idle.cancel_wait();
+        if (fibers != nullptr)
+          fibers->count_start();
         execute(w, found);
         continue;
       }
@@ -1650,6 +1659,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       if (w.deque(l).empty_hint())
         continue;
       if (auto local = w.deque(l).pop()) {
+        if (w.fibers)
+          w.fibers->count_start();
         execute(w, *local);
         return true;
       }

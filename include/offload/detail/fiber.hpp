@@ -73,6 +73,7 @@ struct fiber {
   fiber_runtime* home = nullptr;  ///< the worker it belongs to; it only ever runs there
   fiber* next = nullptr;          ///< link in the idle list or the ready stack
   exception_state exceptions;     ///< its exception state while it is not running
+  std::uint64_t yield_mark = 0;   ///< tasks started on the worker when it yielded
   char* stack_low = nullptr;      ///< lowest usable stack address (null: the thread's stack)
 #if defined(OFFLOAD_TSAN_FIBERS)
   void* tsan = nullptr;
@@ -201,11 +202,22 @@ class fiber_runtime {
   /// Owner: `f` suspended in this_task::yield(); resume_yielded() takes it back later.
   void push_yielded(fiber* f) noexcept {
     f->next = nullptr;
+    f->yield_mark = m_starts;
     (m_yielded_tail != nullptr ? m_yielded_tail->next : m_yielded) = f;
     m_yielded_tail = f;
   }
   bool has_yielded() const noexcept {
     return m_yielded != nullptr;
+  }
+
+  /// Owner: the worker loop is about to start a task.
+  void count_start() noexcept {
+    ++m_starts;
+  }
+
+  /// True if the first yielded fiber has let another task start since it yielded.
+  bool yielded_due() const noexcept {
+    return m_yielded != nullptr && m_yielded->yield_mark != m_starts;
   }
 
   /// As resume_ready(), for the fiber that yielded first.
@@ -423,6 +435,7 @@ class fiber_runtime {
   fiber* m_ready_local = nullptr;  // woken fibers taken from m_ready, FIFO
   fiber* m_yielded = nullptr;      // fibers in this_task::yield(), FIFO
   fiber* m_yielded_tail = nullptr;
+  std::uint64_t m_starts = 0;            // tasks the worker loop started (for yield)
   std::atomic<fiber*> m_ready{nullptr};  // woken fibers pushed by any thread (LIFO)
   std::atomic<std::uint32_t> m_suspended{0};
   std::atomic<std::uint32_t> m_wakers{0};  // make_ready() calls in progress
