@@ -144,9 +144,9 @@ void measure_throughput(benchmark::State& state, Submit submit, WaitAll wait_all
 }
 
 // offload with `interval` = executor_options::timing_sample_interval (1 times every task).
-void throughput_offload_sampled(benchmark::State& state, unsigned interval) {
-  offload::executor ex{
-      offload::executor_options{.workers = k_workers, .timing_sample_interval = interval}};
+void throughput_offload_sampled(benchmark::State& state, unsigned interval, bool fibers = true) {
+  offload::executor ex{offload::executor_options{
+      .workers = k_workers, .timing_sample_interval = interval, .fibers = fibers}};
   measure_throughput(
       state,
       [&] {
@@ -155,6 +155,9 @@ void throughput_offload_sampled(benchmark::State& state, unsigned interval) {
       [&] {
         ex.wait_idle();
       });
+}
+void throughput_offload_nofibers(benchmark::State& state) {
+  throughput_offload_sampled(state, offload::executor_options{}.timing_sample_interval, false);
 }
 void throughput_offload(benchmark::State& state) {
   throughput_offload_sampled(state, offload::executor_options{}.timing_sample_interval);
@@ -575,6 +578,12 @@ BENCHMARK(latency_mutex_pool)
     ->UseRealTime();
 BENCHMARK(throughput_offload)
     ->Name("throughput/offload")
+    ->ArgName("producers")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime();
+BENCHMARK(throughput_offload_nofibers)
+    ->Name("throughput/offload_nofibers")
     ->ArgName("producers")
     ->Arg(1)
     ->Arg(2)
