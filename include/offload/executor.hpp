@@ -94,8 +94,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       m_lane_limits[l].bounded = m_options.lanes[l].capacity != lane_options::unbounded;
     const unsigned n = m_options.resolved_workers();
     detail::placement_plan plan = detail::plan_placement(m_options.placement, n);
-    if (!plan.note.empty())
+    if (plan.fell_back)
       std::fprintf(stderr, "%s\n", plan.note.c_str());
+    m_placement_note = std::move(plan.note);
     m_workers.reserve(n);
     for (unsigned i = 0; i < n; ++i) {
       m_workers.push_back(std::make_unique<detail::worker>(
@@ -358,6 +359,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   unsigned worker_count() const noexcept { return static_cast<unsigned>(m_workers.size()); }
+
+  /// What executor_options::placement did: e.g. "offload: placement compact (hwloc): 2 workers
+  /// pinned to 2 PUs on 2 of 2 cores", or why it fell back. Empty for placement::none.
+  const std::string& placement_note() const noexcept { return m_placement_note; }
 
   /// Counters summed over all threads at the time of the call (not an atomic snapshot).
   executor_stats stats() const {
@@ -1877,6 +1882,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   static inline thread_local detail::worker* tl_worker = nullptr;
 
   executor_options m_options;
+  std::string m_placement_note;
   std::uint64_t m_uid;             // distinguishes executors in threads' producer caches
   detail::timer_service m_timers;  // delays, deadlines, retries; its thread starts on first use
   std::uint64_t m_started_ns = 0;

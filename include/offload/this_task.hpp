@@ -73,8 +73,7 @@ inline bool stop_requested() noexcept {
 
 /// Pauses the calling task for at least `d`. In a task on a worker (fibers on) only the task
 /// waits: its fiber is suspended on the executor's timer (following executor_options::clock)
-/// and the worker runs other work meanwhile. Elsewhere, or inside a catch block, the thread
-/// sleeps.
+/// and the worker runs other work meanwhile. Elsewhere, or with fibers off, the thread sleeps.
 inline void sleep_for(clock::duration d) {
   if (detail::scheduler* s = detail::tl_current_scheduler) {
     s->sleep_for(d);
@@ -84,9 +83,9 @@ inline void sleep_for(clock::duration d) {
     std::this_thread::sleep_for(d);
 }
 
-/// Lets other work go first: in a task on a worker (fibers on), the worker runs one other
-/// queued task, if there is one, before the calling task continues. Elsewhere,
-/// std::this_thread::yield().
+/// Lets other work go first: in a task on a worker (fibers on), the calling task continues
+/// once the worker has started another task (or at once if it has nothing else to run).
+/// Elsewhere, std::this_thread::yield().
 inline void yield() {
   if (detail::scheduler* s = detail::tl_current_scheduler; s != nullptr && s->yield_task())
     return;

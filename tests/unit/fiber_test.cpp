@@ -209,8 +209,7 @@ TEST(Fibers, TaskContextSurvivesSuspension) {
   EXPECT_EQ(first.get(), 2u);
 }
 
-// A wait inside a catch block cannot suspend (the C++ runtime's per-thread exception state):
-// it still works, by helping.
+// A wait inside a catch block, for a task the waiter spawned: it runs inline (help-first).
 TEST(Fibers, WaitInsideCatchBlockStillCompletes) {
   offload::executor ex{one_worker()};
   auto f = ex.submit([&] {
@@ -318,6 +317,33 @@ TEST(Fibers, OffMeansWaitsHelp) {
   };
   EXPECT_EQ(ex.submit(chain, 50).get(), 50);
   EXPECT_EQ(ex.stats().fibers, 0u);
+}
+
+// With fibers off, a task waiting on an event helps run queued work: the setter is queued
+// behind it on the only worker.
+TEST(Fibers, OffEventWaitHelps) {
+  offload::executor ex{offload::executor_options{.workers = 1, .fibers = false}};
+  offload::manual_reset_event ev;
+  auto waiter = ex.submit([&] {
+    ex.post([&] {
+      ev.set();
+    });
+    ev.wait();
+    return 1;
+  });
+  EXPECT_EQ(waiter.get(), 1);
+}
+
+// With fibers off, a submitted coroutine that suspends still completes on one worker.
+TEST(Fibers, OffCoroutineCompletes) {
+  offload::executor ex{offload::executor_options{.workers = 1, .fibers = false}};
+  auto f = ex.submit([&ex]() -> offload::task<int> {
+    co_await ex.schedule();
+    co_return co_await ex.submit([] {
+      return 4;
+    });
+  });
+  EXPECT_EQ(f.get(), 4);
 }
 
 // Shutdown while tasks sleep: they still sleep their full time, and everything completes.

@@ -61,6 +61,15 @@ TEST(Placement, CompactAndScatterPinEachWorkerToItsOwnCpu) {
   }
 }
 
+TEST(Placement, NoteSaysWhatWasDone) {
+  offload::executor none{offload::executor_options{.workers = 2}};
+  EXPECT_TRUE(none.placement_note().empty());
+  offload::executor compact{
+      offload::executor_options{.workers = 2, .placement = offload::placement::compact}};
+  EXPECT_NE(compact.placement_note().find("compact"), std::string::npos)
+      << compact.placement_note();
+}
+
 TEST(Placement, NoneLeavesAffinityAlone) {
   const std::set<int> allowed = thread_cpus();
   for (const auto& cpus : worker_affinities(offload::placement::none, 2)) EXPECT_EQ(cpus, allowed);

@@ -103,9 +103,9 @@ struct task_plan {
   /// Frees a plan made by make_plan().
   struct deleter {
     void operator()(task_plan* p) const noexcept {
-      block_pool* home = p->home;
+      block_pool* pool = p->home;
       p->~task_plan();
-      block_pool::deallocate(home, p);
+      block_pool::deallocate(pool, p);
     }
   };
 };

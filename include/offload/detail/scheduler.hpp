@@ -42,8 +42,9 @@ class scheduler {
 
   /// Suspends the calling task's fiber; `a.arm(f)` registers f with what the task waits for,
   /// once f is suspended, and make_ready(f) resumes it (on this worker). False, without waiting,
-  /// if the task cannot suspend (fibers off, or inside a catch block): the caller must then
-  /// wait another way. Calling worker only.
+  /// if the task cannot suspend (fibers off, no memory for a fiber, or inside a catch block on
+  /// a C++ runtime whose exception state is not swapped per fiber): the caller must then wait
+  /// another way. Calling worker only.
   virtual bool suspend(suspend_arm& a) = 0;
 
   /// Suspends the calling task for `d` on this scheduler's clock (or, if it cannot suspend,

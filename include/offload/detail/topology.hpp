@@ -46,6 +46,9 @@ struct placement_plan {
   std::vector<std::vector<unsigned>> steal_order;
   /// One line on what was done or why it fell back; empty for placement::none. Meant for a log.
   std::string note;
+  /// True when compact or scatter could not use the topology (no hwloc, or hwloc failed): the
+  /// executor then prints the note on stderr.
+  bool fell_back = false;
 };
 
 /// Steal orders for `workers` workers: per worker w, the others sorted by `distance(w, j)`
@@ -119,7 +122,10 @@ inline placement_plan plan_plain_affinity(placement p,
   }
   std::string head = "offload: " + std::string(reason) + ": placement " + std::string(to_string(p));
   if (cpus.empty()) {
-    return unpinned_plan(workers, head + " leaves workers unpinned (allowed CPUs unknown)");
+    placement_plan plan =
+        unpinned_plan(workers, head + " leaves workers unpinned (allowed CPUs unknown)");
+    plan.fell_back = true;
+    return plan;
   }
   placement_plan plan;
   plan.worker_cpus.resize(workers);
@@ -129,6 +135,7 @@ inline placement_plan plan_plain_affinity(placement p,
   plan.steal_order = nearest_first_steal_orders(workers, [](unsigned, unsigned) {
     return 0;
   });
+  plan.fell_back = true;
   plan.note = head + " falls back to plain CPU affinity (worker i on allowed CPU i mod " +
               std::to_string(cpus.size()) + ")";
   return plan;

@@ -85,6 +85,14 @@ void wait_as_task_or_thread(TryNow try_now) {
     } arm{&try_now, &self};
     if (s->suspend(arm))
       return;
+    // A worker that cannot suspend (fibers off) helps run queued work meanwhile: the task that
+    // would wake it may be queued behind it.
+    if (try_now(&self))
+      return;
+    s->help_until([&self] {
+      return self.woken.load(std::memory_order_acquire) != 0;  // [WT2]
+    });
+    return;
   }
   if (try_now(&self))
     return;
