@@ -47,6 +47,12 @@ class atomic {
   T fetch_sub(T v, std::memory_order mo = std::memory_order::seq_cst) {
     return m($).fetch_sub(v, to_rl(mo));
   }
+  T fetch_or(T v, std::memory_order mo = std::memory_order::seq_cst) {
+    return m($).fetch_or(v, to_rl(mo));
+  }
+  T fetch_and(T v, std::memory_order mo = std::memory_order::seq_cst) {
+    return m($).fetch_and(v, to_rl(mo));
+  }
   bool compare_exchange_strong(T& expected,
                                T desired,
                                std::memory_order ok,
