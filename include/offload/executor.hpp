@@ -141,6 +141,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// Runs `fn(args...)` on a worker; returns its future. Arguments are decay-copied, as by
   /// std::async. Throws offload::rejected after shutdown began. Thread-safe.
+  /// `fn` may take a std::stop_token first (`fn(token, args...)`): it is stopped when the future
+  /// is cancelled, including while the task runs. A coroutine (fn returns task<T>) gives a
+  /// future<T>.
   /// A task submitted this way from inside a worker keeps the submitting task's lane; from
   /// outside the pool it goes to lane::normal.
   template <class F, class... Args>
@@ -563,7 +566,14 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   template <class F, class... Args>
   static auto bind_call(F&& fn, Args&&... args) {
-    if constexpr (sizeof...(Args) == 0) {
+    if constexpr (detail::k_takes_stop_token<F, Args...>) {
+      return [fn = std::decay_t<F>(std::forward<F>(fn)),
+              tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> decltype(auto) {
+        return std::apply(
+            std::move(fn),
+            std::tuple_cat(std::make_tuple(detail::current_stop_token()), std::move(tup)));
+      };
+    } else if constexpr (sizeof...(Args) == 0) {
       return std::decay_t<F>(std::forward<F>(fn));
     } else {
       return [fn = std::decay_t<F>(std::forward<F>(fn)),

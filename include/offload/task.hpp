@@ -15,7 +15,9 @@
 #include <coroutine>
 #include <exception>
 #include <optional>
+#include <stop_token>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -149,10 +151,33 @@ struct unwrap_task<task<T>> {
   using type = T;
 };
 
-/// What submitting fn(args...) yields: its result, or T for a coroutine returning task<T>.
+/// True for a callable that takes the task's std::stop_token first (and not without it).
 template <class F, class... Args>
-using call_result_t =
-    typename unwrap_task<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>::type;
+inline constexpr bool k_takes_stop_token =
+    !std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...> &&
+    std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
+
+template <class F, class... Args>
+struct call_result {
+  using type = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+};
+template <class F, class... Args>
+requires k_takes_stop_token<F, Args...>
+struct call_result<F, Args...> {
+  using type = std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
+};
+
+/// What submitting fn(args...) yields: its result (fn may take the task's std::stop_token
+/// first), or T for a coroutine returning task<T>.
+template <class F, class... Args>
+using call_result_t = typename unwrap_task<typename call_result<F, Args...>::type>::type;
+
+/// The running task's stop token: stopped when its future is cancelled. A task without a future
+/// (post) gets a token that never stops.
+inline std::stop_token current_stop_token() {
+  const shared_state_base* state = tl_task_context.state;
+  return state != nullptr ? state->stop_token() : std::stop_token{};
+}
 
 }  // namespace detail
 

@@ -15,6 +15,7 @@
 #include <ostream>
 #include <random>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1514,3 +1515,56 @@ TEST(ReliabilityCounters, ReconcileWithTimedWork) {
 }
 
 }  // namespace
+
+// A task that takes a std::stop_token sees cancel() while it runs, through the token and its
+// std::stop_callbacks.
+TEST(StopToken, CancelWhileRunningStopsTheToken) {
+  offload::executor ex{offload::executor_options{.workers = 2}};
+  std::atomic<bool> started{false};
+  std::atomic<bool> callback_ran{false};
+  auto f = ex.submit([&](std::stop_token token) {
+    std::stop_callback on_stop(token, [&] {
+      callback_ran.store(true);
+    });
+    started.store(true);
+    while (!token.stop_requested()) std::this_thread::yield();
+    return 7;
+  });
+  while (!started.load()) std::this_thread::yield();
+  EXPECT_FALSE(f.cancel());  // running: not cancelled, but asked to stop
+  EXPECT_EQ(f.get(), 7);
+  EXPECT_TRUE(callback_ran.load());
+}
+
+TEST(StopToken, ArgumentsFollowTheToken) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  auto f = ex.submit(
+      [](std::stop_token token, int a, int b) {
+        return token.stop_possible() && !token.stop_requested() ? a + b : -1;
+      },
+      2,
+      3);
+  EXPECT_EQ(f.get(), 5);
+}
+
+TEST(StopToken, PostGetsATokenThatNeverStops) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  std::atomic<int> seen{-1};
+  ex.post([&](std::stop_token token) {
+    seen.store(token.stop_possible() ? 1 : 0);
+  });
+  ex.wait_idle();
+  EXPECT_EQ(seen.load(), 0);
+}
+
+TEST(StopToken, RetriedTaskKeepsItsToken) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  auto f = ex.submit(
+      offload::task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 1ms}},
+      [](std::stop_token token) {
+        if (offload::this_task::attempt() == 1)
+          throw std::runtime_error("transient");
+        return token.stop_possible();
+      });
+  EXPECT_TRUE(f.get());
+}

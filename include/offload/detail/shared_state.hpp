@@ -8,8 +8,10 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <optional>
+#include <stop_token>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -112,6 +114,7 @@ class shared_state_base {
     // [K1] relaxed; published by the release half of the claim CAS below, which a producer whose
     // claim fails reads with acquire ([K2] in try_claim()).
     m_cancel_requested.store(true, std::memory_order_relaxed);
+    request_stop();
     if (!try_claim())
       return false;
     m_exception = make_cancelled(why);
@@ -123,6 +126,19 @@ class shared_state_base {
   /// cancelled" (ignore) from "already satisfied" (an error).
   bool cancel_requested() const noexcept {
     return m_cancel_requested.load(std::memory_order_relaxed);
+  }
+
+  /// A std::stop_token stopped by cancel() (a running task that takes one sees the request).
+  /// Made on first use: only tasks that take a token pay for it. Throws std::bad_alloc.
+  std::stop_token stop_token() const {
+    std::lock_guard lock(stop_guard());
+    if (!m_stop.stop_possible()) {
+      m_stop = std::stop_source();
+      // cancel() stored the flag before taking this guard, or takes it after us.
+      if (cancel_requested())
+        m_stop.request_stop();
+    }
+    return m_stop.get_token();
   }
 
   /// Stores an exception as the result and publishes it; the caller holds the claim.
@@ -240,6 +256,23 @@ class shared_state_base {
     }
   }
 
+  /// Stops the token of stop_token(), if one was made (after m_cancel_requested was set).
+  void request_stop() noexcept {
+    try {
+      std::lock_guard lock(stop_guard());
+      if (m_stop.stop_possible())
+        m_stop.request_stop();            // runs the task's std::stop_callbacks here
+    } catch (const std::system_error&) {  // the guard could not be locked: no token to stop
+    }
+  }
+
+  /// Guards m_stop: one of a few shared mutexes (cancellation and tokens are rare paths, and a
+  /// mutex per state would double its size).
+  std::mutex& stop_guard() const noexcept {
+    static std::mutex guards[16];
+    return guards[(reinterpret_cast<std::uintptr_t>(this) / 64) % 16];
+  }
+
   static continuation* closed() noexcept {
     static_assert(alignof(continuation) > 1);
     return reinterpret_cast<continuation*>(std::uintptr_t{1});
@@ -313,6 +346,7 @@ class shared_state_base {
   std::exception_ptr m_exception;                       // written by the claim holder only
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
   std::atomic<task_state> m_state{task_state::queued};  // reported; terminal once published
+  mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
 };
 
 /// The value slot type: void results are stored as std::monostate.
