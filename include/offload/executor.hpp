@@ -1507,6 +1507,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     // Owner-written: plain increments. health() sums the lanes' counts to see a busy worker.
     lc.running.store(lc.running.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    ++w.fiber_depth;
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
     const std::string* name = node->name;
     task_outcome outcome = task_outcome::cancelled;
@@ -1528,6 +1529,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       lc.run.record(detail::tick_clock::now_ns() - start);
     w.current_lane = outer_lane;
     lc.running.store(lc.running.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+    --w.fiber_depth;
     if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
       // Not final: the task waits in the timer for its retry, or for a rate-limit token.
       if (outcome == detail::k_outcome_retried)
@@ -1693,6 +1695,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
     const detail::task_context task = std::exchange(detail::tl_task_context, {});
     const offload::lane task_lane = std::exchange(w.current_lane, offload::lane::normal);
     detail::failure_note failure = std::move(detail::tl_failure);
+    // The tasks running on this fiber (the waiter and those it ran nested) stop counting as busy.
+    const std::uint32_t depth = std::exchange(w.fiber_depth, 0);
+    w.suspended_frames.store(w.suspended_frames.load(std::memory_order_relaxed) + depth,
+                             std::memory_order_relaxed);
     const bool dead_letter_recorded = std::exchange(detail::tl_dead_letter_recorded, false);
     bool suspended = true;
     try {
@@ -1700,6 +1706,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
     } catch (...) {  // no memory for a new fiber: the caller waits another way
       suspended = false;
     }
+    w.suspended_frames.store(w.suspended_frames.load(std::memory_order_relaxed) - depth,
+                             std::memory_order_relaxed);
+    w.fiber_depth = depth;
     detail::tl_task_context = task;
     w.current_lane = task_lane;
     detail::tl_failure = std::move(failure);
@@ -1860,7 +1869,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       std::uint64_t running = 0;
       for (const auto& lc : w->counters.lanes)
         running += lc.running.load(std::memory_order_relaxed);
-      busy = running > w->suspended();  // a task suspended in a wait holds no worker
+      // Tasks suspended in a wait (with the tasks they ran nested) hold no worker.
+      busy = running > w->suspended_frames.load(std::memory_order_relaxed);
       if (busy && seen.busy && seen.finished == finished) {
         running_for[w->index] = static_cast<double>(now - seen.since_ns) * 1e-9;
       } else {

@@ -309,6 +309,29 @@ TEST(Fibers, SuspendedTaskIsNotAStuckWorker) {
   f.get();
 }
 
+// The same when the suspended fiber holds two tasks: a parent that ran its child nested.
+TEST(Fibers, SuspendedNestedTasksAreNotAStuckWorker) {
+  offload::executor ex{offload::executor_options{.workers = 1, .stuck_after = 1ms}};
+  offload::promise<void> p;
+  auto pf = std::make_shared<offload::future<void>>(p.get_future());
+  std::atomic<bool> waiting{false};
+  auto f = ex.submit([&, pf] {
+    // The child runs nested on this fiber (help-first), then waits: both are suspended.
+    ex.submit([&, pf] {
+        waiting.store(true);
+        pf->wait();
+      }).get();
+  });
+  eventually([&] {
+    return waiting.load() && ex.stats().suspended == 1;
+  });
+  (void)ex.health();
+  std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(ex.health().workers_stuck, 0u);
+  p.set_value();
+  f.get();
+}
+
 // With fibers off, waits block the worker (helping), as before.
 TEST(Fibers, OffMeansWaitsHelp) {
   offload::executor ex{offload::executor_options{.workers = 1, .fibers = false}};

@@ -117,7 +117,10 @@ struct worker {
   std::uint32_t guard_turn = 0;       // owner only: which lower lane the guard serves next
   std::uint32_t timing_tick = 0;      // owner only: spawned tasks, for timing samples
   offload::lane current_lane = offload::lane::normal;  // owner only: lane of the running task
-  std::unique_ptr<fiber_runtime> fibers;               // null: fibers off (waits block the worker)
+  std::uint32_t fiber_depth = 0;  // owner only: tasks running on the current fiber (nested)
+  // Owner-written, read by health(): tasks on fibers suspended in a wait, nested ones included.
+  std::atomic<std::uint32_t> suspended_frames{0};
+  std::unique_ptr<fiber_runtime> fibers;  // null: fibers off (waits block the worker)
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };
