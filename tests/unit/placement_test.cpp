@@ -68,6 +68,10 @@ TEST(Placement, NoteSaysWhatWasDone) {
       offload::executor_options{.workers = 2, .placement = offload::placement::compact}};
   EXPECT_NE(compact.placement_note().find("compact"), std::string::npos)
       << compact.placement_note();
+#if !defined(OFFLOAD_HAS_HWLOC)
+  EXPECT_NE(compact.placement_note().find("without hwloc"), std::string::npos)
+      << compact.placement_note();
+#endif
 }
 
 TEST(Placement, NoneLeavesAffinityAlone) {
