@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "offload/detail/atomic.hpp"
@@ -17,8 +18,12 @@ namespace offload::detail {
 
 /// Size of one block: a task node (header + inline callable) or a small future shared state.
 inline constexpr std::size_t k_block_size = 128;
-/// Most blocks a pool keeps on its local free list; beyond that, freed blocks go back to the heap.
+/// Most blocks a pool keeps on its local free list; beyond that, half of them go to a shared
+/// depot, where any pool that runs dry takes them from.
 inline constexpr std::size_t k_block_cache_limit = 4096;
+/// Blocks are carved from chunks of this many (8 KiB), one heap allocation each: a block costs
+/// exactly k_block_size bytes (an aligned allocation per block cost about 230 with glibc).
+/// Chunks are never freed: pools keep blocks at their peak use, for reuse.
 
 /// A pool of k_block_size blocks owned by one thread.
 ///
@@ -34,6 +39,8 @@ class block_pool {
     free_block* next;
   };
 
+  static constexpr std::size_t k_blocks_per_chunk = 64;
+
  public:
   /// The calling thread's pool. Thread-safe (each thread gets its own).
   static block_pool& local() {
@@ -47,9 +54,8 @@ class block_pool {
       // [R2] acquire; pairs with [R1]: the remote thread's last use of each block happens-before.
       m_local = m_remote.exchange(nullptr, std::memory_order_acquire);
       m_local_count = 0;  // unknown length; only used to bound the cache, recounted as we free
-      if (m_local == nullptr) {
-        return ::operator new (k_block_size, std::align_val_t{k_cache_line});
-      }
+      if (m_local == nullptr)
+        return allocate_slow();
     }
     free_block* b = m_local;
     m_local = b->next;
@@ -62,10 +68,8 @@ class block_pool {
   static void deallocate(block_pool* home, void* p) noexcept {
     auto* b = static_cast<free_block*>(p);
     if (home == &local()) {
-      if (home->m_local_count >= k_block_cache_limit) {
-        ::operator delete (p, std::align_val_t{k_cache_line});
-        return;
-      }
+      if (home->m_local_count >= k_block_cache_limit)
+        home->spill();
       b->next = home->m_local;
       home->m_local = b;
       ++home->m_local_count;
@@ -81,6 +85,64 @@ class block_pool {
 
  private:
   block_pool() = default;
+
+  /// Spare blocks shared by all pools, in batches. Never destroyed (blocks outlive statics).
+  struct depot {
+    std::mutex mutex;
+    std::vector<std::pair<free_block*, std::size_t>> batches;  // list head, length
+  };
+  static depot& spares() {
+    static depot* d = new depot;
+    return *d;
+  }
+
+  /// Local and remote lists are empty: a batch from the depot, else the next block of the
+  /// current chunk, else a new chunk. Owner only.
+  [[gnu::noinline]] void* allocate_slow() {
+    if (m_carve == m_carve_end) {
+      {
+        depot& d = spares();
+        std::lock_guard lock(d.mutex);
+        if (!d.batches.empty()) {
+          m_local = d.batches.back().first;
+          m_local_count = d.batches.back().second;
+          d.batches.pop_back();
+        }
+      }
+      if (m_local != nullptr) {
+        free_block* b = m_local;
+        m_local = b->next;
+        --m_local_count;
+        return b;
+      }
+      constexpr std::size_t bytes = k_block_size * k_blocks_per_chunk;
+      m_carve = static_cast<char*>(::operator new (bytes, std::align_val_t{k_cache_line}));
+      m_carve_end = m_carve + bytes;
+    }
+    void* b = m_carve;
+    m_carve += k_block_size;
+    return b;
+  }
+
+  /// The local list is full: its first half goes to the depot. Owner only.
+  void spill() noexcept {
+    const std::size_t n = m_local_count / 2;
+    free_block* first = m_local;
+    free_block* last = first;
+    for (std::size_t i = 1; i < n; ++i) last = last->next;
+    m_local = last->next;
+    last->next = nullptr;
+    m_local_count -= n;
+    depot& d = spares();
+    try {
+      std::lock_guard lock(d.mutex);
+      d.batches.emplace_back(first, n);
+    } catch (...) {  // no memory for the depot's vector: keep the blocks here
+      last->next = m_local;
+      m_local = first;
+      m_local_count += n;
+    }
+  }
 
   struct registry {
     std::mutex mutex;
@@ -112,6 +174,8 @@ class block_pool {
 
   free_block* m_local = nullptr;  // owner only
   std::size_t m_local_count = 0;  // owner only: blocks known to be on m_local
+  char* m_carve = nullptr;        // owner only: next uncarved block of the current chunk
+  char* m_carve_end = nullptr;    // owner only: end of the current chunk
   // m_remote: pushed by any thread (CAS), emptied by the owner (exchange).
   alignas(k_cache_line) std::atomic<free_block*> m_remote{nullptr};
 };
