@@ -191,23 +191,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   /// An awaitable for task<T> coroutines: `co_await ex.schedule(lane)` continues the coroutine
-  /// as a task of this executor in `lane` (from anywhere: a coroutine run by sync_wait() on
-  /// another thread moves onto the executor). Throws offload::rejected (at the co_await) after
-  /// shutdown began.
+  /// as a task of this executor in `lane`, and its later resumptions stay in that lane (from
+  /// anywhere: a coroutine run by sync_wait() on another thread moves onto the executor). A
+  /// resumption is part of accepted work: it is queued while the executor drains or cancels;
+  /// once it has stopped, the coroutine continues inline. A coroutine moved onto an executor this
+  /// way from outside a submitted task must end before the executor is destroyed.
   auto schedule(offload::lane lane = offload::lane::normal) noexcept {
-    struct awaiter {
-      executor* ex;
-      offload::lane lane;
-      bool await_ready() const noexcept { return false; }
-      void await_suspend(std::coroutine_handle<> h) const {
-        ex->post(task_options{.lane = lane}, [h, context = detail::tl_task_context] {
-          detail::task_context_scope scope(context);
-          h.resume();
-        });
-      }
-      void await_resume() const noexcept {}
-    };
-    return awaiter{this, lane};
+    return schedule_awaiter{this, lane};
   }
 
   /// Runs `fn()` every `period`, first after options.delay (or one period if none), in
@@ -536,6 +526,23 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::event_count room;  // blocked submitters wait here for a slot
   };
 
+  /// What executor::schedule(lane) returns.
+  struct schedule_awaiter {
+    executor* ex;
+    offload::lane lane;
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) const noexcept {
+      if constexpr (std::is_base_of_v<detail::task_promise_base, P>)
+        h.promise().lane = lane;  // later resumptions stay in this lane
+      detail::resume_point where = detail::resume_point::of(h);
+      where.sched = ex;
+      where.lane = lane;
+      where.resume(h);  // as a task of `ex`; inline if `ex` has stopped
+    }
+    void await_resume() const noexcept {}
+  };
+
   /// Lane, name and capacity decisions for one submission.
   template <class F, class... Args>
   auto submit_with(const task_options* options, F&& fn, Args&&... args)
@@ -550,11 +557,14 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::make_future(std::move(for_caller));
   }
 
-  /// The callable a task runs: `fn(args...)`; for a coroutine (fn returns task<T>), a callable
-  /// that runs the coroutine to its end and returns its T.
-  template <class F, class... Args>
+  /// The callable a task runs: `fn(args...)` (with the task's std::stop_token first if fn takes
+  /// one); for a coroutine (fn returns task<T>), a callable that runs the coroutine to its end
+  /// and returns its T. `Repeatable` (the policy path, whose retries call it again) passes the
+  /// bound arguments as lvalues when fn accepts them so, so that every attempt sees them intact;
+  /// otherwise they are moved into the one call, as by std::async.
+  template <bool Repeatable = false, class F, class... Args>
   static auto bind(F&& fn, Args&&... args) {
-    auto call = bind_call(std::forward<F>(fn), std::forward<Args>(args)...);
+    auto call = bind_call<Repeatable>(std::forward<F>(fn), std::forward<Args>(args)...);
     if constexpr (detail::is_task<std::invoke_result_t<decltype(call)&>>::value) {
       return [call = std::move(call)]() mutable {
         return call().run();
@@ -564,21 +574,31 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   }
 
-  template <class F, class... Args>
+  template <bool Repeatable, class F, class... Args>
   static auto bind_call(F&& fn, Args&&... args) {
-    if constexpr (detail::k_takes_stop_token<F, Args...>) {
-      return [fn = std::decay_t<F>(std::forward<F>(fn)),
+    using fn_t = std::decay_t<F>;
+    constexpr bool with_token = detail::k_takes_stop_token<F, Args...>;
+    if constexpr (sizeof...(Args) == 0 && !with_token) {
+      return fn_t(std::forward<F>(fn));
+    } else {
+      return [fn = fn_t(std::forward<F>(fn)),
               tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> decltype(auto) {
         return std::apply(
-            std::move(fn),
-            std::tuple_cat(std::make_tuple(detail::current_stop_token()), std::move(tup)));
-      };
-    } else if constexpr (sizeof...(Args) == 0) {
-      return std::decay_t<F>(std::forward<F>(fn));
-    } else {
-      return [fn = std::decay_t<F>(std::forward<F>(fn)),
-              tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> decltype(auto) {
-        return std::apply(std::move(fn), std::move(tup));
+            [&fn](auto&... a) -> decltype(auto) {
+              if constexpr (with_token) {
+                if constexpr (Repeatable &&
+                              std::is_invocable_v<fn_t&, std::stop_token, decltype(a)...>)
+                  return std::invoke(fn, detail::current_stop_token(), a...);
+                else
+                  return std::invoke(std::move(fn), detail::current_stop_token(), std::move(a)...);
+              } else {
+                if constexpr (Repeatable && std::is_invocable_v<fn_t&, decltype(a)...>)
+                  return std::invoke(fn, a...);
+                else
+                  return std::invoke(std::move(fn), std::move(a)...);
+              }
+            },
+            tup);
       };
     }
   }
@@ -761,7 +781,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       -> future<detail::call_result_t<F, Args...>> {
     using R = detail::call_result_t<F, Args...>;
     o.validate();
-    auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
+    auto call = bind<true>(std::forward<F>(fn), std::forward<Args>(args)...);
     using call_t = decltype(call);
     if (only_delayed(o)) {
       // A delay and nothing else: a plain task waits in the timer (no plan to allocate, so a
@@ -1610,10 +1630,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::fiber_runtime* fibers = w.fibers.get();
     for (;;) {
       if (fibers != nullptr) {
-        // Woken tasks first: they started already, and finishing them frees their fibers. A
-        // task that yielded continues once another task has started since (or at once if the
-        // worker finds nothing else to do).
-        if ((fibers->has_ready() && fibers->resume_ready()) ||
+        // Woken tasks first (they started already, and finishing them frees their fibers), but
+        // not more than 32 in a row while tasks are queued. A task that yielded continues once
+        // another task has started since (or at once if the worker finds nothing else to do).
+        if ((fibers->has_ready() && fibers->ready_turn() && fibers->resume_ready()) ||
             (fibers->yielded_due() && fibers->resume_yielded())) {
           if (fibers->exiting())
             return;

@@ -36,45 +36,54 @@ class task;
 
 namespace detail {
 
+struct task_promise_base;
+
 /// Where a suspended coroutine continues: on the scheduler of the worker that suspended it, as a
-/// task in that worker's current lane and task context; inline when it was not on a worker.
+/// task in the coroutine's lane and with its this_task context; inline (with that context) when
+/// it was not on a worker.
 struct resume_point {
   scheduler* sched = nullptr;
   offload::lane lane = offload::lane::normal;
   task_context context{};
 
-  /// Captured on the thread that suspends.
-  static resume_point here() noexcept {
+  /// Captured when coroutine `h` suspends: the scheduler from the calling thread, the lane and
+  /// the context from the coroutine (a task<T>) itself, which carries them from its start, so a
+  /// coroutine resumed inline on some other task's thread never picks up that task's context.
+  template <class P>
+  static resume_point of(std::coroutine_handle<P> h) noexcept {
     resume_point p;
     p.sched = tl_current_scheduler;
-    if (p.sched != nullptr) {
-      p.lane = p.sched->running_lane();
+    if constexpr (std::is_base_of_v<task_promise_base, P>) {
+      p.lane = h.promise().lane;
+      p.context = h.promise().context;
+    } else {
+      p.lane = p.sched != nullptr ? p.sched->running_lane() : offload::lane::normal;
       p.context = tl_task_context;
     }
     return p;
   }
 
-  /// Continues `h` (any thread). Never fails: if the executor refuses the resumption (shutdown)
-  /// or memory runs out, `h` continues inline, on the calling thread.
+  /// Continues `h` (any thread). Never fails: if the executor refuses the resumption (it
+  /// stopped) or memory runs out, `h` continues inline, on the calling thread.
   void resume(std::coroutine_handle<> h) const noexcept {
-    if (sched == nullptr) {
-      h.resume();
-      return;
-    }
     struct resumption {
       std::coroutine_handle<> h;
       task_context context;
-      void operator()() const {
+      void operator()() const noexcept {
         task_context_scope scope(context);
         h.resume();  // a task<T> coroutine keeps its exceptions: resume() does not throw
       }
       void discard(discard_reason) const noexcept { (*this)(); }
     };
+    if (sched == nullptr) {
+      resumption{h, context}();
+      return;
+    }
     task_node* node = nullptr;
     try {
       node = make_task(resumption{h, context});
     } catch (...) {
-      h.resume();
+      resumption{h, context}();
       return;
     }
     node->lane = lane;
@@ -91,6 +100,8 @@ struct task_promise_base {
   std::coroutine_handle<> continuation;  // the coroutine awaiting this one, if any
   manual_reset_event* done = nullptr;    // set when a submitted (root) coroutine ends
   std::exception_ptr error;
+  task_context context{};  // this_task context of the task that started the root coroutine
+  offload::lane lane = offload::lane::normal;  // the lane its resumptions run in
 
   std::suspend_always initial_suspend() noexcept { return {}; }
 
@@ -208,22 +219,7 @@ class [[nodiscard]] task {
 
   /// Runs the coroutine inline (symmetric transfer) and continues the awaiting one with its
   /// result, or rethrows its exception there.
-  auto operator co_await() && noexcept {
-    struct awaiter {
-      handle h;
-      bool await_ready() const noexcept { return !h; }
-      std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
-        h.promise().continuation = awaiting;
-        return h;
-      }
-      T await_resume() {
-        if (!h)
-          throw std::logic_error("offload::task: awaited a task that was moved from");
-        return h.promise().take();
-      }
-    };
-    return awaiter{m_handle};
-  }
+  auto operator co_await() && noexcept { return awaiter{m_handle}; }
 
   /// Runs the coroutine to its end and returns its result (or rethrows its exception). On a
   /// worker the waiting task's fiber is suspended; elsewhere the thread blocks. Consumes it.
@@ -231,7 +227,11 @@ class [[nodiscard]] task {
     if (!m_handle)
       throw std::logic_error("offload::task: run() on a task that was moved from");
     manual_reset_event done;
-    m_handle.promise().done = &done;
+    promise_type& p = m_handle.promise();
+    p.done = &done;
+    p.context = detail::tl_task_context;
+    if (detail::scheduler* s = detail::tl_current_scheduler)
+      p.lane = s->running_lane();
     m_handle.resume();  // until its first suspension, or to its end
     done.wait();
     handle h = std::exchange(m_handle, {});
@@ -243,6 +243,25 @@ class [[nodiscard]] task {
   }
 
  private:
+  struct awaiter {
+    handle h;
+    bool await_ready() const noexcept { return !h; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> awaiting) noexcept {
+      h.promise().continuation = awaiting;
+      if constexpr (std::is_base_of_v<detail::task_promise_base, P>) {
+        h.promise().context = awaiting.promise().context;  // the child runs as its parent
+        h.promise().lane = awaiting.promise().lane;
+      }
+      return h;
+    }
+    T await_resume() {
+      if (!h)
+        throw std::logic_error("offload::task: awaited a task that was moved from");
+      return h.promise().take();
+    }
+  };
+
   friend promise_type;
   explicit task(handle h) noexcept : m_handle(h) {}
   handle m_handle;
@@ -257,20 +276,21 @@ inline task<void> task_promise<void>::get_return_object() noexcept {
   return task<void>(std::coroutine_handle<task_promise<void>>::from_promise(*this));
 }
 
-/// Awaits a future: continues at resume_point::here() once it is ready.
+/// Awaits a future: continues at resume_point::of(h) once it is ready.
 template <class T>
 struct future_awaiter {
   future<T> f;
 
   bool await_ready() const { return f.is_ready(); }
-  void await_suspend(std::coroutine_handle<> h) {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
     struct on_ready final : continuation {
       resume_point where;
       std::coroutine_handle<> h;
       on_ready(resume_point w, std::coroutine_handle<> c) noexcept : where(w), h(c) {}
       void fire() noexcept override { where.resume(h); }
     };
-    future_access::state(f)->attach(new on_ready(resume_point::here(), h));
+    future_access::state(f)->attach(new on_ready(resume_point::of(h), h));
   }
   T await_resume() { return f.get(); }
 };
@@ -288,14 +308,15 @@ struct sleep_awaiter {
     }
     return false;
   }
-  void await_suspend(std::coroutine_handle<> h) const {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) const {
     struct wake {
       resume_point where;
       std::coroutine_handle<> h;
       void operator()() const noexcept { where.resume(h); }
       void discard(discard_reason) const noexcept { where.resume(h); }
     };
-    resume_point where = resume_point::here();
+    resume_point where = resume_point::of(h);
     task_node* node = make_task(wake{where, h});
     where.sched->call_after(duration, node);  // resumes `h` when due (or at once if it cannot)
   }

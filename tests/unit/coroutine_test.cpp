@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -183,4 +184,34 @@ TEST(Coroutines, SyncWaitOutsideAnExecutor) {
     co_return co_await constant(5);
   };
   EXPECT_EQ(offload::sync_wait(body()), 5);
+}
+
+// A coroutine resumed inline inside another task's completion (it was awaiting from outside the
+// pool) keeps its own (empty) task context, not that task's.
+TEST(Coroutines, InlineResumptionKeepsTheCoroutinesContext) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  auto body = [&ex]() -> offload::task<bool> {
+    co_await ex.submit([] {
+      return 1;
+    });  // resumed inline where that task completes
+    co_await ex.submit([] {
+      return 2;
+    });
+    co_return !offload::this_task::stop_requested() && offload::this_task::attempt() == 1;
+  };
+  EXPECT_TRUE(offload::sync_wait(body()));
+}
+
+// Retries call the coroutine factory again with intact arguments.
+TEST(Coroutines, RetriesSeeTheirArgumentsIntact) {
+  offload::executor ex{offload::executor_options{.workers = 1}};
+  auto f = ex.submit(
+      offload::task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 1ms}},
+      [](std::string s) -> offload::task<std::size_t> {
+        if (offload::this_task::attempt() == 1)
+          throw std::runtime_error("transient");
+        co_return s.size();
+      },
+      std::string("twelve chars"));
+  EXPECT_EQ(f.get(), 12u);
 }

@@ -1,5 +1,6 @@
 // Tasks that wait inside a worker suspend their fiber instead of blocking the worker.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -367,6 +368,32 @@ TEST(Fibers, OffCoroutineCompletes) {
     });
   });
   EXPECT_EQ(f.get(), 4);
+}
+
+// Two tasks that wake each other forever (ping-pong through events) on the only worker do not
+// starve a queued task.
+TEST(Fibers, PingPongingFibersDoNotStarveQueuedTasks) {
+  offload::executor ex{one_worker()};
+  std::atomic<bool> stop{false};
+  auto ping = std::make_shared<std::array<offload::manual_reset_event, 2>>();
+  auto player = [&stop, ping](int me) {
+    while (!stop.load()) {
+      (*ping)[static_cast<std::size_t>(me)].wait();
+      (*ping)[static_cast<std::size_t>(me)].reset();
+      (*ping)[static_cast<std::size_t>(1 - me)].set();
+    }
+    (*ping)[static_cast<std::size_t>(1 - me)].set();
+  };
+  auto a = ex.submit(player, 0);
+  auto b = ex.submit(player, 1);
+  (*ping)[0].set();
+  EXPECT_EQ(ex.submit([] {
+                return 3;
+              }).get(),
+            3);  // runs despite the ping-pong
+  stop.store(true);
+  a.get();
+  b.get();
 }
 
 // Shutdown while tasks sleep: they still sleep their full time, and everything completes.

@@ -210,6 +210,15 @@ class fiber_runtime {
     return m_yielded != nullptr;
   }
 
+  /// Owner: whether the loop may resume a woken fiber now. After k_ready_streak resumptions in a
+  /// row it says no once, so that fibers waking each other cannot starve queued tasks.
+  bool ready_turn() noexcept {
+    if (++m_ready_streak <= k_ready_streak)
+      return true;
+    m_ready_streak = 0;
+    return false;
+  }
+
   /// Owner: the worker loop is about to start a task.
   void count_start() noexcept {
     ++m_starts;
@@ -435,7 +444,9 @@ class fiber_runtime {
   fiber* m_ready_local = nullptr;  // woken fibers taken from m_ready, FIFO
   fiber* m_yielded = nullptr;      // fibers in this_task::yield(), FIFO
   fiber* m_yielded_tail = nullptr;
-  std::uint64_t m_starts = 0;            // tasks the worker loop started (for yield)
+  std::uint64_t m_starts = 0;  // tasks the worker loop started (for yield)
+  static constexpr std::uint32_t k_ready_streak = 32;
+  std::uint32_t m_ready_streak = 0;      // woken fibers resumed in a row
   std::atomic<fiber*> m_ready{nullptr};  // woken fibers pushed by any thread (LIFO)
   std::atomic<std::uint32_t> m_suspended{0};
   std::atomic<std::uint32_t> m_wakers{0};  // make_ready() calls in progress

@@ -131,14 +131,18 @@ class shared_state_base {
   /// A std::stop_token stopped by cancel() (a running task that takes one sees the request).
   /// Made on first use: only tasks that take a token pay for it. Throws std::bad_alloc.
   std::stop_token stop_token() const {
-    std::lock_guard lock(stop_guard());
-    if (!m_stop.stop_possible()) {
-      m_stop = std::stop_source();
-      // cancel() stored the flag before taking this guard, or takes it after us.
-      if (cancel_requested())
-        m_stop.request_stop();
+    std::stop_source source(std::nostopstate);
+    {
+      std::lock_guard lock(stop_guard());
+      if (!m_stop.stop_possible())
+        m_stop = std::stop_source();
+      source = m_stop;
     }
-    return m_stop.get_token();
+    // cancel() stored the flag before taking the guard (it is then seen here), or takes the
+    // guard after us (and stops the token there). Stopping twice is harmless.
+    if (cancel_requested())
+      source.request_stop();
+    return source.get_token();
   }
 
   /// Stores an exception as the result and publishes it; the caller holds the claim.
@@ -258,12 +262,16 @@ class shared_state_base {
 
   /// Stops the token of stop_token(), if one was made (after m_cancel_requested was set).
   void request_stop() noexcept {
+    std::stop_source source(std::nostopstate);
     try {
       std::lock_guard lock(stop_guard());
-      if (m_stop.stop_possible())
-        m_stop.request_stop();            // runs the task's std::stop_callbacks here
+      source = m_stop;
     } catch (const std::system_error&) {  // the guard could not be locked: no token to stop
+      return;
     }
+    // Outside the guard: the task's std::stop_callbacks run here and may cancel other states.
+    if (source.stop_possible())
+      source.request_stop();
   }
 
   /// Guards m_stop: one of a few shared mutexes (cancellation and tokens are rare paths, and a
