@@ -634,10 +634,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   void call_after(clock::duration d, detail::task_node* node) override {
+    call_at(m_timers.now() + d, node);
+  }
+
+  /// Runs the small action `node` on the timer thread at `due`, or discards it now if the
+  /// timer no longer runs (or cannot take it). Takes it.
+  void call_at(clock::time_point due, detail::task_node* node) noexcept {
     bool armed = false;
     try {
-      armed = m_timers.schedule(m_timers.now() + d, node, detail::timer_kind::inline_, false);
-    } catch (...) {
+      armed = m_timers.schedule(due, node, detail::timer_kind::inline_, false);
+    } catch (...) {  // no memory or no timer thread
     }
     if (!armed)
       detail::discard_task(node, detail::discard_reason::shutdown);
@@ -1479,15 +1485,22 @@ class executor final : private detail::scheduler, private detail::policy_host {
       detail::worker& victim = *m_workers[(start + i) % n];
       if (&victim == &w)
         continue;
-      for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
-        auto r = victim.deque(l).steal();
-        if (r.status == detail::steal_status::success) {
-          w.counters.steals.add();
-          return r.value;
-        }
-        if (r.status == detail::steal_status::empty)
-          break;
+      if (detail::task_node* node = steal_from(w, victim, l))
+        return node;
+    }
+    return nullptr;
+  }
+
+  /// One victim's deque of lane l, retried on a lost race; null if empty.
+  detail::task_node* steal_from(detail::worker& w, detail::worker& victim, std::size_t l) {
+    for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
+      auto r = victim.deque(l).steal();
+      if (r.status == detail::steal_status::success) {
+        w.counters.steals.add();
+        return r.value;
       }
+      if (r.status == detail::steal_status::empty)
+        break;
     }
     return nullptr;
   }
@@ -1495,16 +1508,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// steal() with placement: victims in the order of the topology, nearest first.
   [[gnu::noinline]] detail::task_node* steal_nearest_first(detail::worker& w, std::size_t l) {
     for (const unsigned v : w.steal_order) {
-      detail::worker& victim = *m_workers[v];
-      for (int attempt = 0; attempt < k_steal_attempts; ++attempt) {
-        auto r = victim.deque(l).steal();
-        if (r.status == detail::steal_status::success) {
-          w.counters.steals.add();
-          return r.value;
-        }
-        if (r.status == detail::steal_status::empty)
-          break;
-      }
+      if (detail::task_node* node = steal_from(w, *m_workers[v], l))
+        return node;
     }
     return nullptr;
   }
@@ -1671,6 +1676,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
         continue;
       }
       // Stop only once no task of this worker is suspended: they resume here.
+      // acquire; pairs with the seq_cst store of phase::stopped in shutdown().
       if (m_phase.load(std::memory_order_acquire) == phase::stopped && w.suspended() == 0) {
         m_idle.cancel_wait();
         // A make_ready() that published the last woken fiber may still be in its notify.
@@ -1758,7 +1764,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
     struct wake_at_due final : detail::suspend_arm {
       executor* self;
       clock::time_point due;
-      bool armed = false;
       wake_at_due(executor* ex, clock::time_point d) noexcept : self(ex), due(d) {}
       void arm(detail::fiber* suspended) noexcept override {
         struct wake {
@@ -1775,17 +1780,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
           detail::fiber_runtime::make_ready(suspended);
           return;
         }
-        try {
-          armed = self->m_timers.schedule(due, node, detail::timer_kind::inline_, false);
-        } catch (...) {  // no memory or no timer thread
-        }
-        if (!armed)
-          detail::discard_task(node, detail::discard_reason::shutdown);  // resumes the fiber
+        self->call_at(due, node);  // if the timer refuses, the discard resumes the fiber now
       }
     } arm{this, due};
-    if (!suspend(arm))
-      return false;
-    return arm.armed && m_timers.now() >= due;
+    // Woken early (the timer stopped or refused): the caller sleeps the rest on the thread.
+    return suspend(arm) && m_timers.now() >= due;
   }
 
   bool yield_task() override {
