@@ -485,7 +485,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
             std::max(newest_taken,
                      w->counters.lanes[l].last_taken_enqueued_ns.load(std::memory_order_relaxed));
       }
-      const std::uint64_t since = newest_taken != 0 ? newest_taken : m_started_ns;
+      // The oldest task queued now came after the newest one taken (FIFO per lane), and after
+      // the last time a worker parked with everything empty (if a task arrived since).
+      const std::uint64_t since = std::max(
+          {newest_taken, m_started_ns, m_freshness.since_ns.load(std::memory_order_relaxed)});
       h.oldest_queued_age_seconds[l] = now > since ? static_cast<double>(now - since) * 1e-9 : 0.0;
     }
     return h;
@@ -772,12 +775,66 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   };
 
+  /// What makes two shareable policy plans the same (see plan_for()).
+  struct plan_signature {
+    unsigned max_attempts;
+    offload::backoff backoff;
+    offload::jitter jitter;
+    offload::lane lane;
+    clock::duration base_delay;
+    clock::duration max_delay;
+    const std::string* name;
+    double rate_per_second;
+    double rate_burst;
+    bool operator==(const plan_signature&) const = default;
+    struct hash {
+      std::size_t operator()(const plan_signature& s) const noexcept {
+        std::size_t h = std::hash<const std::string*>{}(s.name);
+        for (const std::size_t v : {std::size_t{s.max_attempts},
+                                    static_cast<std::size_t>(s.backoff),
+                                    static_cast<std::size_t>(s.jitter),
+                                    static_cast<std::size_t>(s.lane),
+                                    static_cast<std::size_t>(s.base_delay.count()),
+                                    static_cast<std::size_t>(s.max_delay.count()),
+                                    std::hash<double>{}(s.rate_per_second),
+                                    std::hash<double>{}(s.rate_burst)})
+          h = h * 1000003u ^ v;
+        return h;
+      }
+    };
+  };
+  /// Beyond this many distinct shareable policies, each submission gets a plan of its own.
+  static constexpr std::size_t k_max_interned_plans = 4096;
+
   /// A key's leader: the internal state every submission of the key follows.
   struct key_entry {
     std::uint64_t ticket = 0;                     // distinguishes successive holders of one key
     detail::shared_state_base* leader = nullptr;  // holds one reference
     const std::type_info* result_type = nullptr;
     std::function<void()> release_leader;
+    std::size_t followers = 0;  // submitters' futures not cancelled; at 0 the task is cancelled
+  };
+
+  /// A keyed submission's future: reports the task's state, and cancels the task when the last
+  /// submitter still interested cancels.
+  struct key_follow_link final : detail::follow_link {
+    key_follow_link(executor* e,
+                    detail::shared_state_base* l,
+                    const std::string* k,
+                    std::uint64_t t) noexcept
+        : ex(e), leader(l), key(k), ticket(t) {
+      leader->add_ref();
+    }
+    ~key_follow_link() override { leader->release(); }
+    task_state leader_state() const noexcept override { return leader->state(); }
+    void follower_cancelled() noexcept override {
+      if (ex->drop_follower(key, ticket))
+        leader->cancel("offload: task cancelled: every submitter of its key cancelled");
+    }
+    executor* ex;  // outlives the link while the follower can still be cancelled (not ready)
+    detail::shared_state_base* leader;  // holds one reference
+    const std::string* key;
+    std::uint64_t ticket;
   };
 
   /// The policy path of submit()/post(): validates, builds a policy_task, and queues it now, at
@@ -834,7 +891,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
                 "' is pending as a post(), which has no result to share; submit() it later");
           }
           auto* leader = static_cast<detail::shared_state<R>*>(it->second.leader);
-          return follow(leader);
+          ++it->second.followers;
+          return follow(leader, key, it->second.ticket);
         }
       }
     }
@@ -843,11 +901,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
       // the caller's future, or for a key to the key table (the caller gets a follower).
       state = detail::state_ref<R>(detail::shared_state<R>::create(this));
       if (key != nullptr) {
-        result = follow(state.get());
         ticket = ++m_next_key_ticket;
-        m_keys.emplace(*key, key_entry{ticket, state.get(), &typeid(R), [raw = state.get()] {
-                                         detail::state_ref<R> drop(raw);  // adopts, then releases
-                                       }});
+        result = follow(state.get(), key, ticket);
+        m_keys.emplace(*key,
+                       key_entry{ticket,
+                                 state.get(),
+                                 &typeid(R),
+                                 [raw = state.get()] {
+                                   detail::state_ref<R> drop(raw);  // adopts, then releases
+                                 },
+                                 1});
       } else {
         result = detail::make_future(detail::state_ref<R>(state.get()));
       }
@@ -859,18 +922,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       key_lock.unlock();
     if (state && o.delay > clock::duration::zero())
       state->set_state(task_state::scheduled);
-    detail::plan_ptr plan = detail::make_plan();
-    plan->retry = o.retry;
-    if (o.deadline)
-      plan->deadline = *o.deadline;
-    plan->name = intern(o.name);
-    plan->key = key;
-    plan->key_ticket = ticket;
-    plan->lane = o.lane;
-    if (o.rate) {
-      plan->rate_per_second = static_cast<float>(o.rate->per_second);
-      plan->rate_burst = static_cast<float>(o.rate->burst);
-    }
+    detail::plan_ptr plan = plan_for(o, key, ticket);
     const std::string* name = plan->name;
     detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
     detail::task_node* node = nullptr;
@@ -908,17 +960,34 @@ class executor final : private detail::scheduler, private detail::policy_host {
            !o.rate && o.delay > clock::duration::zero();
   }
 
-  /// A new future that receives a copy of `leader`'s result.
+  /// A new future that receives a copy of `leader`'s result: the future of a submission of the
+  /// key held by ticket `ticket`. The caller holds m_keys_mutex and has counted the follower.
   template <class R>
-  future<R> follow(detail::shared_state<R>* leader) {
+  future<R> follow(detail::shared_state<R>* leader, const std::string* key, std::uint64_t ticket) {
     leader->add_ref();
     detail::state_ref<R> source(leader);
     detail::state_ref<R> target(detail::shared_state<R>::create(this));
     detail::state_ref<R> for_caller(target.get());
-    if (!leader->is_ready())
-      for_caller->set_state(leader->state());
+    target->set_follow_link(std::make_unique<key_follow_link>(this, leader, key, ticket));
     leader->attach(new copy_result<R>(std::move(source), std::move(target)));
     return detail::make_future(std::move(for_caller));
+  }
+
+  /// A follower of the key's holding `ticket` was cancelled. True if it was the last one: the key
+  /// is then released (a new submission starts a new task) and the caller cancels the task.
+  bool drop_follower(const std::string* key, std::uint64_t ticket) noexcept {
+    std::function<void()> release;
+    {
+      std::lock_guard lock(m_keys_mutex);
+      auto it = m_keys.find(*key);
+      if (it == m_keys.end() || it->second.ticket != ticket || --it->second.followers != 0)
+        return false;  // the task ended already, or another submitter still waits for it
+      release = std::move(it->second.release_leader);
+      m_keys.erase(it);
+    }
+    if (release)
+      release();  // the key table's reference; the caller's link holds another
+    return true;
   }
 
   /// Counts a delayed task as submitted and puts it into the timer; throws offload::rejected
@@ -971,6 +1040,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       discard_from_timer(node);
       return;
     }
+    note_lanes_refilled();
     m_idle.notify_one();
   }
 
@@ -1144,6 +1214,55 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return interned;
   }
 
+  /// The plan of a policy submission: the interned one for its policy, name, lane and rate limit,
+  /// or a plan of its own when it has a deadline, a key or a retry_if predicate (or when the table
+  /// is full: k_max_interned_plans distinct policies).
+  detail::plan_ptr plan_for(const task_options& o, const std::string* key, std::uint64_t ticket) {
+    const auto fill = [&](detail::task_plan& p) {
+      p.retry = o.retry;
+      if (o.deadline)
+        p.deadline = *o.deadline;
+      p.name = intern(o.name);
+      p.key = key;
+      p.key_ticket = ticket;
+      p.lane = o.lane;
+      if (o.rate) {
+        p.rate_per_second = static_cast<float>(o.rate->per_second);
+        p.rate_burst = static_cast<float>(o.rate->burst);
+      }
+    };
+    if (o.deadline || key != nullptr || o.retry.retry_if)
+      return detail::make_plan(fill);
+    const plan_signature sig{o.retry.max_attempts,
+                             o.retry.backoff,
+                             o.retry.jitter,
+                             o.lane,
+                             o.retry.base_delay,
+                             o.retry.max_delay,
+                             intern(o.name),
+                             o.rate ? o.rate->per_second : 0.0,
+                             o.rate ? o.rate->burst : 0.0};
+    struct cache_entry {
+      std::uint64_t uid = 0;
+      plan_signature sig;
+      const detail::task_plan* plan = nullptr;
+    };
+    thread_local cache_entry last;
+    if (last.uid == m_uid && last.sig == sig)
+      return detail::plan_ptr(last.plan);
+    std::lock_guard lock(m_plans_mutex);
+    auto it = m_plans.find(sig);
+    if (it == m_plans.end()) {
+      if (m_plans.size() >= k_max_interned_plans)
+        return detail::make_plan(fill);
+      auto shared = std::make_unique<detail::task_plan>();
+      fill(*shared);  // home stays null: interned
+      it = m_plans.emplace(sig, std::move(shared)).first;
+    }
+    last = {m_uid, sig, it->second.get()};
+    return detail::plan_ptr(it->second.get());
+  }
+
   void enqueue_or_throw(detail::task_node* node) {
     const std::size_t l = index_of(node->lane);
     const std::string* name = node->name;  // the node is not ours once queued
@@ -1162,6 +1281,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
         throw;
       }
       notify_submitted(name, lane);
+      note_lanes_refilled();
       m_idle.notify_one();
       return;
     }
@@ -1206,6 +1326,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     // [X4] release; pairs with [X3]: shutdown sees the enqueue once it sees the flag clear.
     p.busy.store(false, std::memory_order_release);
     notify_submitted(name, lane);
+    note_lanes_refilled();
     m_idle.notify_one();
   }
 
@@ -1217,6 +1338,17 @@ class executor final : private detail::scheduler, private detail::policy_host {
     const std::uint32_t bit = 1u << l;
     if ((m_lanes_used.load(std::memory_order_relaxed) & bit) == 0)
       m_lanes_used.fetch_or(bit, std::memory_order_relaxed);
+  }
+
+  /// After an enqueue: if a worker parked (every lane and deque empty) since the last stamp, the
+  /// tasks queued now all came after that park, so health() may date them from now at the
+  /// earliest. Costs two loads of a line written only around parks.
+  void note_lanes_refilled() noexcept {
+    // Relaxed: an estimate; a stale read moves the stamp by at most one park/enqueue race.
+    if (m_freshness.since_ns.load(std::memory_order_relaxed) <
+        m_freshness.parked_ns.load(std::memory_order_relaxed)) {
+      m_freshness.since_ns.store(detail::tick_clock::now_ns(), std::memory_order_relaxed);
+    }
   }
 
   /// The enqueue time of a task chosen for timing (one in timing_sample_interval), else 0.
@@ -1684,6 +1816,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
         break;
       }
       w.counters.parks.add();
+      m_freshness.parked_ns.store(detail::tick_clock::now_ns(), std::memory_order_relaxed);
       m_idle.commit_wait(key);
     }
   }
@@ -1925,6 +2058,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   std::uint64_t m_uid;             // distinguishes executors in threads' producer caches
   detail::timer_service m_timers;  // delays, deadlines, retries; its thread starts on first use
   std::uint64_t m_started_ns = 0;
+  /// When a worker last parked, and the first enqueue after it (tick_clock ns): see
+  /// note_lanes_refilled(). Its own line: read by every enqueue, written only around parks.
+  struct alignas(detail::k_cache_line) freshness {
+    std::atomic<std::uint64_t> parked_ns{0};
+    std::atomic<std::uint64_t> since_ns{0};
+  } m_freshness;
   bool m_has_finish_hooks = m_options.hooks.on_failure || m_options.hooks.on_finished;
   detail::lane_inboxes m_inboxes;
   std::array<lane_limit, k_lane_count> m_lane_limits;
@@ -1967,6 +2106,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
   std::uint64_t m_next_key_ticket = 0;  // guarded by m_keys_mutex
   std::mutex m_names_mutex;             // slow path: a thread's first submission of a new task name
   std::unordered_set<std::string> m_names;
+  std::mutex m_plans_mutex;  // slow path: a thread's first policy submission of a new signature
+  std::unordered_map<plan_signature, std::unique_ptr<detail::task_plan>, plan_signature::hash>
+      m_plans;
 };
 
 }  // namespace offload

@@ -32,10 +32,12 @@ struct health_report {
   /// Tasks accepted and not yet taken by a worker, per lane.
   std::array<std::uint64_t, k_lane_count> queued{};
   /// Estimated age of the oldest queued task per lane, 0 when the lane has nothing queued: the
-  /// time since the enqueue of the most recent timed task (one in timing_sample_interval) that
-  /// started in that lane, or since the executor started if none has. An upper bound while the
-  /// lane drains in FIFO order, lagging by up to timing_sample_interval tasks; it includes time
-  /// the lane spent empty, and keeps growing while the lane makes no progress.
+  /// time since the later of (a) the enqueue of the most recent timed task (one in
+  /// timing_sample_interval) that started in that lane, and (b) the first enqueue after a worker
+  /// last parked with every queue empty (or the executor's start). An upper bound while the lane
+  /// drains in FIFO order, lagging by up to timing_sample_interval tasks; it keeps growing while
+  /// the lane makes no progress, and does not count time the pool spent idle. (b) can date a task
+  /// up to one wake-up late when several producers enqueue at the moment a worker parks.
   std::array<double, k_lane_count> oldest_queued_age_seconds{};
 
   /// Every worker alive and none stuck.

@@ -1099,11 +1099,8 @@ TEST(Key, DifferentResultTypeThrows) {
   EXPECT_EQ(f.get(), 1);
 }
 
-// BUG: every future of a keyed submission, the first one included, is a follower whose state
-// is copied from the leader once, at follow() (executor.hpp), and changes only when the result
-// arrives: state() stays `queued` while the task runs (and would stay `queued`/`scheduled`
-// through `retrying`), contrary to future::state()'s contract.
-TEST(Key, DISABLED_StateFollowsTheTask) {
+// Every future of a keyed submission reports the one task's state until its result arrives.
+TEST(Key, StateFollowsTheTask) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   offload_test::gate inside;
@@ -1121,10 +1118,9 @@ TEST(Key, DISABLED_StateFollowsTheTask) {
   EXPECT_EQ(f.get(), 1);
 }
 
-// BUG: cancel() of the only future of a keyed task that is still queued returns true and that
-// future throws offload::cancelled, but the task runs anyway: cancel() reaches only the caller's
-// follower state, never the leader (future::cancel(): "a task that has not started never runs").
-TEST(Key, DISABLED_CancelOfTheOnlySubmitterStopsTheTask) {
+// cancel() of the only future of a keyed task that is still queued cancels the task: it never
+// runs ("a task that has not started never runs").
+TEST(Key, CancelOfTheOnlySubmitterStopsTheTask) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   offload_test::gate g;
@@ -1138,6 +1134,61 @@ TEST(Key, DISABLED_CancelOfTheOnlySubmitterStopsTheTask) {
   g.open();
   ex.wait_idle();
   EXPECT_FALSE(ran.load());
+  EXPECT_THROW((void)f.get(), offload::cancelled);
+}
+
+// With two submitters, one cancel() resolves only that caller's future; the task runs for the
+// other. Once both cancelled, the task is cancelled and the key is free for a new task.
+TEST(Key, TheTaskIsCancelledOnlyWhenEverySubmitterCancelled) {
+  auto c = make_clock();
+  offload::executor ex{with_clock(1, c)};
+  offload_test::gate g;
+  hold_workers(ex, g);
+  std::atomic<int> runs{0};
+  auto task = [&runs] {
+    runs.fetch_add(1);
+    return 7;
+  };
+  auto a = ex.submit(task_options{.key = "shared"}, task);
+  auto b = ex.submit(task_options{.key = "shared"}, task);
+  EXPECT_TRUE(a.cancel());
+  EXPECT_EQ(a.state(), task_state::cancelled);
+  EXPECT_EQ(b.state(), task_state::queued);  // still follows the queued task
+  g.open();
+  EXPECT_EQ(b.get(), 7);
+  EXPECT_THROW((void)a.get(), offload::cancelled);
+  EXPECT_EQ(runs.load(), 1);
+
+  offload_test::gate g2;
+  hold_workers(ex, g2);
+  auto x = ex.submit(task_options{.key = "shared"}, task);
+  auto y = ex.submit(task_options{.key = "shared"}, task);
+  EXPECT_TRUE(x.cancel());
+  EXPECT_TRUE(y.cancel());
+  EXPECT_FALSE(y.cancel());  // once only
+  // The key is free: a new submission is a new task, and it runs.
+  auto z = ex.submit(task_options{.key = "shared"}, task);
+  g2.open();
+  EXPECT_EQ(z.get(), 7);
+  ex.wait_idle();
+  EXPECT_EQ(runs.load(), 2);
+  EXPECT_THROW((void)x.get(), offload::cancelled);
+  EXPECT_THROW((void)y.get(), offload::cancelled);
+}
+
+// A running keyed task whose every submitter cancelled sees the request (stop_requested()).
+TEST(Key, CancelOfEverySubmitterReachesTheRunningTask) {
+  offload::executor ex{{.workers = 1}};
+  offload_test::gate started;
+  auto f = ex.submit(task_options{.key = "long"}, [&started] {
+    started.open();
+    while (!offload::this_task::stop_requested()) std::this_thread::yield();
+    return 1;
+  });
+  started.wait();
+  EXPECT_EQ(f.state(), task_state::running);
+  EXPECT_TRUE(f.cancel());  // the caller's future; the task stops at its next check
+  ex.wait_idle();           // returns only because the task saw the request
   EXPECT_THROW((void)f.get(), offload::cancelled);
 }
 

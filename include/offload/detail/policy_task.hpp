@@ -81,8 +81,12 @@ class policy_host {
   ~policy_host() = default;
 };
 
-/// Per-submission policy data, shared by the attempts of one task. Lives in a pooled block
-/// (no heap allocation per task), so it is kept within k_block_size.
+/// A task's policy: what its attempts share and never change. Either interned by the executor
+/// (home == null: shared by every submission with the same retry policy, name, lane and rate
+/// limit, immutable, freed with the executor) or, when it carries per-submission data (a deadline,
+/// a key) or a retry_if predicate (not comparable), owned by one task in a pooled block.
+/// Interning is what keeps a never-failing policy task close to a plain task's cost: the
+/// submitter writes no plan, and workers read a plan every core already holds in cache.
 struct task_plan {
   retry_policy retry;
   clock::time_point deadline = clock::time_point::max();  // max: none
@@ -92,33 +96,37 @@ struct task_plan {
   float rate_per_second = 0;                              // 0: no rate limit
   float rate_burst = 1;
   offload::lane lane = offload::lane::normal;
-  bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
-  unsigned attempt = 1;
-  clock::time_point first_failure{};
-  block_pool* home = nullptr;  // the pool its block returns to
+  block_pool* home = nullptr;  // the pool its block returns to; null: interned (not freed here)
 
   bool has_deadline() const noexcept { return deadline != clock::time_point::max(); }
   bool rate_limited() const noexcept { return rate_per_second > 0; }
+  /// Nothing in it belongs to one submission, so one interned copy can serve them all.
+  bool shareable() const noexcept { return !has_deadline() && key == nullptr && !retry.retry_if; }
 
-  /// Frees a plan made by make_plan().
+  /// Frees a plan made by make_plan(); leaves an interned plan alone.
   struct deleter {
-    void operator()(task_plan* p) const noexcept {
+    void operator()(const task_plan* p) const noexcept {
       block_pool* pool = p->home;
+      if (pool == nullptr)
+        return;
       p->~task_plan();
-      block_pool::deallocate(pool, p);
+      block_pool::deallocate(pool, const_cast<task_plan*>(p));
     }
   };
 };
 static_assert(sizeof(task_plan) <= k_block_size && alignof(task_plan) <= k_cache_line);
 
-using plan_ptr = std::unique_ptr<task_plan, task_plan::deleter>;
+using plan_ptr = std::unique_ptr<const task_plan, task_plan::deleter>;
 
-/// A plan in a block of the calling thread's pool.
-inline plan_ptr make_plan() {
+/// A plan owned by one task, in a block of the calling thread's pool, filled in by `fill`.
+template <class Fill>
+plan_ptr make_plan(Fill&& fill) {
   pooled_block block = allocate_block();
   auto* p = ::new (block.memory) task_plan;
   p->home = block.home;
-  return plan_ptr(p);
+  plan_ptr owned(p);
+  fill(*p);
+  return owned;
 }
 
 /// Runs F with a plan: expires past the deadline, retries failures per the retry policy (the retry
@@ -130,11 +138,14 @@ struct policy_task {
   std::optional<F> fn;
   plan_ptr plan;
   policy_host* host;
+  unsigned attempt = 1;
+  bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
+  clock::time_point first_failure{};
 
   task_outcome operator()() {
     if (plan->has_deadline() && host->timer_now() >= plan->deadline)
       return expire();
-    if (plan->rate_limited() && !std::exchange(plan->token_reserved, false)) {
+    if (plan->rate_limited() && !std::exchange(token_reserved, false)) {
       if (const auto due = host->take_token(*plan)) {
         if (auto deferred = defer_until(*due))
           return *deferred;
@@ -152,7 +163,7 @@ struct policy_task {
     }
     std::exception_ptr error;
     {
-      const task_context_scope context({state ? state.get() : nullptr, plan->attempt});
+      const task_context_scope context({state ? state.get() : nullptr, attempt});
       try {
         if constexpr (std::is_void_v<R>) {
           (*fn)();
@@ -201,12 +212,12 @@ struct policy_task {
   std::optional<task_outcome> defer_until(clock::time_point due) {
     const offload::lane lane = plan->lane;
     const std::string* name = plan->name;
-    plan->token_reserved = true;
+    token_reserved = true;
     task_node* node = nullptr;
     try {
       node = make_task(std::move(*this));
     } catch (...) {
-      plan->token_reserved = false;
+      token_reserved = false;
       return std::nullopt;
     }
     node->lane = lane;
@@ -234,7 +245,7 @@ struct policy_task {
       asked = true;
     } catch (...) {
     }
-    if (plan->attempt >= plan->retry.max_attempts || (state && state->cancel_requested()))
+    if (attempt >= plan->retry.max_attempts || (state && state->cancel_requested()))
       return false;
     if (!asked && plan->retry.retry_if) {
       try {
@@ -245,25 +256,25 @@ struct policy_task {
       }
     }
     if (!asked)
-      delay = retry_delay(plan->retry, plan->attempt, host->next_uniform());
+      delay = retry_delay(plan->retry, attempt, host->next_uniform());
     return true;
   }
 
   task_outcome on_failure(std::exception_ptr error) {
     const clock::time_point now = host->timer_now();
-    if (plan->attempt == 1)
-      plan->first_failure = now;
+    if (attempt == 1)
+      first_failure = now;
     clock::duration delay{};
     if (wants_retry(error, delay)) {
       state_ref<R> keep = state ? state.copy() : state_ref<R>();
       const offload::lane lane = plan->lane;
       const std::string* name = plan->name;
-      ++plan->attempt;
+      ++attempt;
       task_node* node = nullptr;
       try {
         node = make_task(std::move(*this));
       } catch (...) {  // out of memory: this attempt's failure is final (*this is intact)
-        --plan->attempt;
+        --attempt;
         return fail(std::move(error), now);
       }
       node->lane = lane;
@@ -283,9 +294,9 @@ struct policy_task {
     dead_letter d;
     d.name = plan->name ? *plan->name : std::string();
     d.key = plan->key ? *plan->key : std::string();
-    d.attempts = plan->attempt;
+    d.attempts = attempt;
     d.lane = plan->lane;
-    d.first_failure = plan->first_failure;
+    d.first_failure = first_failure;
     d.last_failure = now;
     try {
       d.error = exception_text(error);

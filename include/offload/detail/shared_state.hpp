@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -43,6 +44,16 @@ struct fiber_resume final : continuation {
   fiber* waiter = nullptr;
   fiber_resume() noexcept { heap_owned = false; }
   void fire() noexcept override { fiber_runtime::make_ready(waiter); }
+};
+
+/// What a follower state (the future of a de-duplicated submission, which receives a copy of the
+/// one task's result) knows of the task it follows. Owned by the follower state.
+struct follow_link {
+  virtual ~follow_link() = default;
+  /// The followed task's reported state.
+  virtual task_state leader_state() const noexcept = 0;
+  /// The follower was cancelled before the result arrived. Called once, by that cancel().
+  virtual void follower_cancelled() noexcept = 0;
 };
 
 /// Type-independent part of a shared state.
@@ -85,8 +96,16 @@ class shared_state_base {
     m_phase.store(k_pending, std::memory_order_release);
   }
 
-  /// The task's reported state (future::state()).
-  task_state state() const noexcept { return m_state.load(std::memory_order_acquire); }
+  /// The task's reported state (future::state()). A follower reports the followed task's state
+  /// until its own result arrives.
+  task_state state() const noexcept {
+    if (m_link != nullptr && !is_ready())
+      return m_link->leader_state();
+    return m_state.load(std::memory_order_acquire);
+  }
+
+  /// Makes this state a follower of another task. Only before the state is shared.
+  void set_follow_link(std::unique_ptr<follow_link> link) noexcept { m_link = std::move(link); }
 
   /// Moves the reported state unless it is already terminal (terminal states never change).
   void set_state(task_state next) noexcept {
@@ -119,6 +138,8 @@ class shared_state_base {
       return false;
     m_exception = make_cancelled(why);
     publish();
+    if (m_link != nullptr)
+      m_link->follower_cancelled();
     return true;
   }
 
@@ -355,6 +376,7 @@ class shared_state_base {
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
   std::atomic<task_state> m_state{task_state::queued};  // reported; terminal once published
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
+  std::unique_ptr<follow_link> m_link;                  // followers only; set before sharing
 };
 
 /// The value slot type: void results are stored as std::monostate.
