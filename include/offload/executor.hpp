@@ -406,7 +406,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     std::array<std::uint64_t, k_lane_count> running_now{};
     for (const auto& w : m_workers) {
       for (std::size_t l = 0; l < k_lane_count; ++l)
-        running_now[l] += w->counters.lanes[l].running.load(std::memory_order_relaxed);
+        running_now[l] += w->counters.lanes[l].running();
     }
     for (std::size_t l = 0; l < k_lane_count; ++l) {
       lane_metrics& lm = m.lanes[l];
@@ -435,7 +435,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       lm.scheduled = clamp(i(timers.in_delay[l]) + i(timers.in_retry[l]) - i(timers.fired[l]) -
                            i(timers.dropped[l]));
       // Tasks in progress now, counted where they run (bounded by the workers and the waits that
-      // nest on them); equal to taken - completed - retried whenever the pool is idle.
+      // nest on them): per worker, taken - (completed + retried + deferred).
       lm.running = running_now[l];
       lm.queued = clamp(i(lm.submitted) - i(timers.in_delay[l]) + i(timers.fired[l]) - i(taken[l]) -
                         (i(resolved_outside[l]) - i(timers.dropped[l])));
@@ -448,7 +448,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     for (const auto& w : m_workers) {
       worker_metrics wm;
       wm.index = w->index;
-      wm.tasks_run = w->counters.finished.read();
+      wm.tasks_run = w->counters.finished();
       wm.steals = w->counters.steals.read();
       wm.parks = w->counters.parks.read();
       wm.heartbeat_age_seconds = running_for[w->index];
@@ -1662,8 +1662,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
       lc.wait.record(start > enqueued ? start - enqueued : 0);
       lc.last_taken_enqueued_ns.store(enqueued, std::memory_order_relaxed);
     }
-    // Owner-written: plain increments. health() sums the lanes' counts to see a busy worker.
-    lc.running.store(lc.running.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     ++w.fiber_depth;
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
     const std::string* name = node->name;
@@ -1685,13 +1683,14 @@ class executor final : private detail::scheduler, private detail::policy_host {
     if (enqueued != 0)
       lc.run.record(detail::tick_clock::now_ns() - start);
     w.current_lane = outer_lane;
-    lc.running.store(lc.running.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     --w.fiber_depth;
     if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
       // Not final: the task waits in the timer for its retry, or for a rate-limit token.
-      if (outcome == detail::k_outcome_retried)
+      if (outcome == detail::k_outcome_retried) {
         lc.retried.add();
-      w.counters.finished.add();
+      } else {
+        lc.deferred.add();
+      }
       return;
     }
     if (outcome == task_outcome::failed)
@@ -1699,7 +1698,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
     if (m_has_finish_hooks)
       notify_finished(name, task_lane, outcome, error);
     lc.completed[static_cast<std::size_t>(outcome)].add();
-    w.counters.finished.add();
   }
 
   void report_detached_failure(std::exception_ptr e) noexcept {
@@ -2016,11 +2014,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
     std::vector<double> running_for(m_workers.size(), 0.0);
     for (const auto& w : m_workers) {
       watch& seen = m_watch[w->index];
-      const std::uint64_t finished = w->counters.finished.read();
+      const std::uint64_t finished = w->counters.finished();
       bool busy = false;
       std::uint64_t running = 0;
-      for (const auto& lc : w->counters.lanes)
-        running += lc.running.load(std::memory_order_relaxed);
+      for (const auto& lc : w->counters.lanes) running += lc.running();
       // Tasks suspended in a wait (with the tasks they ran nested) hold no worker.
       busy = running > w->suspended_frames.load(std::memory_order_relaxed);
       if (busy && seen.busy && seen.finished == finished) {

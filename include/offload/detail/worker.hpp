@@ -48,23 +48,43 @@ struct lane_counters {
   owned_counter rejected;   ///< refused at submission
   owned_counter taken;      ///< workers only: taken off a queue to run or skip
   std::array<owned_counter, k_outcome_count> completed;  ///< workers only, by task_outcome
-  owned_counter retried;  ///< workers only: attempts that failed and went to a retry timer
-  std::atomic<std::uint64_t> running{0};  ///< workers only: tasks of this lane running now
-  owned_histogram wait;                   ///< workers only: enqueue → start
-  owned_histogram run;                    ///< workers only: start → end
+  owned_counter retried;   ///< workers only: attempts that failed and went to a retry timer
+  owned_counter deferred;  ///< workers only: starts put off to wait in the timer for a rate token
+  owned_histogram wait;    ///< workers only: enqueue → start
+  owned_histogram run;     ///< workers only: start → end
   /// Workers only: enqueue time of the task of this lane it took most recently (0: none).
   std::atomic<std::uint64_t> last_taken_enqueued_ns{0};
+
+  /// Tasks taken and finished (any outcome, a retry or a deferral). Any thread.
+  std::uint64_t finished() const noexcept {
+    std::uint64_t n = retried.read() + deferred.read();
+    for (const auto& c : completed) n += c.read();
+    return n;
+  }
+  /// Tasks running now (nested waits included): taken - finished, derived so that the worker
+  /// writes no gauge per task. Reads finished first: each is counted after taken ([C1]/[C2]).
+  std::uint64_t running() const noexcept {
+    const std::uint64_t done = finished();
+    const std::uint64_t started = taken.read();
+    return started > done ? started - done : 0;
+  }
 };
 
 /// Counters of one worker; written only by that worker.
 struct worker_counters {
   std::array<lane_counters, k_lane_count> lanes;
-  owned_counter failed;    ///< fire-and-forget tasks that threw
-  owned_counter steals;    ///< tasks taken from another worker's deque
-  owned_counter parks;     ///< times it went to sleep
-  owned_counter finished;  ///< tasks taken and finished, all lanes
+  owned_counter failed;  ///< fire-and-forget tasks that threw
+  owned_counter steals;  ///< tasks taken from another worker's deque
+  owned_counter parks;   ///< times it went to sleep
   std::atomic<bool> alive{
       false};  ///< set when the worker is created, cleared when its thread exits
+
+  /// Tasks taken and finished, all lanes. Any thread.
+  std::uint64_t finished() const noexcept {
+    std::uint64_t n = 0;
+    for (const auto& l : lanes) n += l.finished();
+    return n;
+  }
 };
 
 /// Small, fast PRNG for victim selection (xorshift32); owner thread only.
