@@ -826,7 +826,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
       leader->add_ref();
     }
     ~key_follow_link() override { leader->release(); }
-    task_state leader_state() const noexcept override { return leader->state(); }
+    task_state leader_state() const noexcept override {
+      // The leader's result is published before it is copied to the followers: until this
+      // follower has its copy (or is cancelled), its state is not final.
+      const task_state s = leader->state();
+      return is_terminal(s) ? task_state::running : s;
+    }
     void follower_cancelled() noexcept override {
       if (ex->drop_follower(key, ticket))
         leader->cancel("offload: task cancelled: every submitter of its key cancelled");
@@ -879,7 +884,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
       key_lock.lock();
       if (auto it = m_keys.find(*key); it != m_keys.end()) {
         if constexpr (!WithFuture) {
-          return result;  // post() of a key that is pending: the pending task covers it
+          // post() of a key that is pending: the pending task covers it, so it counts as a
+          // submitter that never cancels (the task runs even if every future is cancelled).
+          if (it->second.leader != nullptr)
+            ++it->second.followers;
+          return result;
         } else {
           if (*it->second.result_type != typeid(R)) {
             throw std::invalid_argument("offload::task_options.key '" + *key +
@@ -891,8 +900,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
                 "' is pending as a post(), which has no result to share; submit() it later");
           }
           auto* leader = static_cast<detail::shared_state<R>*>(it->second.leader);
-          ++it->second.followers;
-          return follow(leader, key, it->second.ticket);
+          future<R> joined = follow(leader, key, it->second.ticket);
+          ++it->second.followers;  // after follow(), which may throw
+          return joined;
         }
       }
     }
@@ -928,7 +938,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::task_node* node = nullptr;
     try {
       node = detail::make_task(
-          detail::policy_task<R, call_t>{std::move(state), std::move(call), std::move(plan), this});
+          detail::policy_task<R, call_t>{std::move(state), std::move(call), std::move(plan)});
     } catch (...) {
       release_key(key, ticket);
       throw;
@@ -966,9 +976,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
   future<R> follow(detail::shared_state<R>* leader, const std::string* key, std::uint64_t ticket) {
     leader->add_ref();
     detail::state_ref<R> source(leader);
-    detail::state_ref<R> target(detail::shared_state<R>::create(this));
+    detail::state_ref<R> target(detail::follower_state<R>::create(
+        this, std::make_unique<key_follow_link>(this, leader, key, ticket)));
     detail::state_ref<R> for_caller(target.get());
-    target->set_follow_link(std::make_unique<key_follow_link>(this, leader, key, ticket));
     leader->attach(new copy_result<R>(std::move(source), std::move(target)));
     return detail::make_future(std::move(for_caller));
   }
@@ -1226,6 +1236,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       p.key = key;
       p.key_ticket = ticket;
       p.lane = o.lane;
+      p.host = this;
       if (o.rate) {
         p.rate_per_second = static_cast<float>(o.rate->per_second);
         p.rate_burst = static_cast<float>(o.rate->burst);
@@ -1280,8 +1291,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
         resolve_outside(l, task_outcome::cancelled);  // the caller discards it
         throw;
       }
+      note_lanes_refilled();  // before the hook: the stamp must not wait for it
       notify_submitted(name, lane);
-      note_lanes_refilled();
       m_idle.notify_one();
       return;
     }
@@ -1325,8 +1336,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     // [X4] release; pairs with [X3]: shutdown sees the enqueue once it sees the flag clear.
     p.busy.store(false, std::memory_order_release);
+    note_lanes_refilled();  // before the hook: the stamp must not wait for it
     notify_submitted(name, lane);
-    note_lanes_refilled();
     m_idle.notify_one();
   }
 
@@ -1344,10 +1355,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// tasks queued now all came after that park, so health() may date them from now at the
   /// earliest. Costs two loads of a line written only around parks.
   void note_lanes_refilled() noexcept {
-    // Relaxed: an estimate; a stale read moves the stamp by at most one park/enqueue race.
-    if (m_freshness.since_ns.load(std::memory_order_relaxed) <
-        m_freshness.parked_ns.load(std::memory_order_relaxed)) {
-      m_freshness.since_ns.store(detail::tick_clock::now_ns(), std::memory_order_relaxed);
+    // Relaxed: an estimate. The CAS lets only the first enqueue after a park stamp, so a later
+    // producer cannot move the stamp past tasks queued before it.
+    std::uint64_t since = m_freshness.since_ns.load(std::memory_order_relaxed);
+    if (since < m_freshness.parked_ns.load(std::memory_order_relaxed)) {
+      m_freshness.since_ns.compare_exchange_strong(
+          since, detail::tick_clock::now_ns(), std::memory_order_relaxed);
     }
   }
 

@@ -240,10 +240,10 @@ TEST(Health, OldestQueuedAgeIgnoresTimeTheLaneWasEmpty) {
   ex.submit(offload::task_options{.lane = lane::low}, [] {
       return 0;
     }).get();
-  std::this_thread::sleep_for(300ms);  // the pool idles
+  std::this_thread::sleep_for(300ms);                       // the pool idles
+  const auto queued_at = std::chrono::steady_clock::now();  // the blocker's enqueue is the stamp
   offload_test::gate g;
   block_one_worker(ex, g, lane::critical);
-  const auto queued_at = std::chrono::steady_clock::now();
   auto low = ex.submit(offload::task_options{.lane = lane::low}, [] {
     return 1;
   });

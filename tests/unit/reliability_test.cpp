@@ -1180,15 +1180,44 @@ TEST(Key, TheTaskIsCancelledOnlyWhenEverySubmitterCancelled) {
 TEST(Key, CancelOfEverySubmitterReachesTheRunningTask) {
   offload::executor ex{{.workers = 1}};
   offload_test::gate started;
-  auto f = ex.submit(task_options{.key = "long"}, [&started] {
+  std::atomic<bool> saw_stop{false};
+  auto f = ex.submit(task_options{.key = "long"}, [&started, &saw_stop] {
     started.open();
-    while (!offload::this_task::stop_requested()) std::this_thread::yield();
+    // Bounded, so that a regression fails instead of hanging.
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while (!offload::this_task::stop_requested() && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::yield();
+    saw_stop.store(offload::this_task::stop_requested());
     return 1;
   });
   started.wait();
   EXPECT_EQ(f.state(), task_state::running);
   EXPECT_TRUE(f.cancel());  // the caller's future; the task stops at its next check
-  ex.wait_idle();           // returns only because the task saw the request
+  ex.wait_idle();
+  EXPECT_TRUE(saw_stop.load());
+  EXPECT_THROW((void)f.get(), offload::cancelled);
+}
+
+// A post() that joined a pending keyed submit() counts as a submitter that never cancels: the
+// task still runs when the submit()'s future is cancelled.
+TEST(Key, APostThatJoinedKeepsTheTaskWhenTheFutureCancels) {
+  auto c = make_clock();
+  offload::executor ex{with_clock(1, c)};
+  offload_test::gate g;
+  hold_workers(ex, g);
+  std::atomic<int> runs{0};
+  auto f = ex.submit(task_options{.key = "joined"}, [&runs] {
+    runs.fetch_add(1);
+    return 1;
+  });
+  ex.post(task_options{.key = "joined"}, [&runs] {
+    runs.fetch_add(1);
+    return 1;
+  });
+  EXPECT_TRUE(f.cancel());
+  g.open();
+  ex.wait_idle();
+  EXPECT_EQ(runs.load(), 1);
   EXPECT_THROW((void)f.get(), offload::cancelled);
 }
 

@@ -96,12 +96,11 @@ struct task_plan {
   float rate_per_second = 0;                              // 0: no rate limit
   float rate_burst = 1;
   offload::lane lane = offload::lane::normal;
-  block_pool* home = nullptr;  // the pool its block returns to; null: interned (not freed here)
+  policy_host* host = nullptr;  // the executor
+  block_pool* home = nullptr;   // the pool its block returns to; null: interned (not freed here)
 
   bool has_deadline() const noexcept { return deadline != clock::time_point::max(); }
   bool rate_limited() const noexcept { return rate_per_second > 0; }
-  /// Nothing in it belongs to one submission, so one interned copy can serve them all.
-  bool shareable() const noexcept { return !has_deadline() && key == nullptr && !retry.retry_if; }
 
   /// Frees a plan made by make_plan(); leaves an interned plan alone.
   struct deleter {
@@ -136,23 +135,22 @@ template <class R, class F>
 struct policy_task {
   state_ref<R> state;  // empty for post()
   std::optional<F> fn;
-  plan_ptr plan;
-  policy_host* host;
+  plan_ptr plan;  // holds the executor (plan->host): no pointer of its own, to keep F inline
   unsigned attempt = 1;
   bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
   clock::time_point first_failure{};
 
   task_outcome operator()() {
-    if (plan->has_deadline() && host->timer_now() >= plan->deadline)
+    if (plan->has_deadline() && plan->host->timer_now() >= plan->deadline)
       return expire();
     if (plan->rate_limited() && !std::exchange(token_reserved, false)) {
-      if (const auto due = host->take_token(*plan)) {
+      if (const auto due = plan->host->take_token(*plan)) {
         if (auto deferred = defer_until(*due))
           return *deferred;
       }
     }
     if (state && !state->try_start()) {  // cancelled or expired while waiting
-      host->release_key(plan->key, plan->key_ticket);
+      plan->host->release_key(plan->key, plan->key_ticket);
       return state->state() == task_state::expired ? task_outcome::expired
                                                    : task_outcome::cancelled;
     }
@@ -189,14 +187,14 @@ struct policy_task {
   }
 
   void discard(discard_reason) noexcept {
-    host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key, plan->key_ticket);
     if (state)
       state->cancel("offload: task cancelled by executor shutdown");
   }
 
  private:
   task_outcome expire() {
-    host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key, plan->key_ticket);
     if (state && state->try_claim()) {
       state->store_exception(std::make_exception_ptr(
           offload::expired("offload: task expired: its deadline passed before it started")));
@@ -212,6 +210,7 @@ struct policy_task {
   std::optional<task_outcome> defer_until(clock::time_point due) {
     const offload::lane lane = plan->lane;
     const std::string* name = plan->name;
+    policy_host* const host = plan->host;  // *this (plan included) moves into the new node
     token_reserved = true;
     task_node* node = nullptr;
     try {
@@ -229,7 +228,7 @@ struct policy_task {
   }
 
   task_outcome finish(task_outcome outcome) {
-    host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key, plan->key_ticket);
     fn.reset();  // captures destroyed before the result is published
     if (state)
       state->publish();
@@ -256,12 +255,12 @@ struct policy_task {
       }
     }
     if (!asked)
-      delay = retry_delay(plan->retry, attempt, host->next_uniform());
+      delay = retry_delay(plan->retry, attempt, plan->host->next_uniform());
     return true;
   }
 
   task_outcome on_failure(std::exception_ptr error) {
-    const clock::time_point now = host->timer_now();
+    const clock::time_point now = plan->host->timer_now();
     if (attempt == 1)
       first_failure = now;
     clock::duration delay{};
@@ -269,6 +268,7 @@ struct policy_task {
       state_ref<R> keep = state ? state.copy() : state_ref<R>();
       const offload::lane lane = plan->lane;
       const std::string* name = plan->name;
+      policy_host* const host = plan->host;  // *this (plan included) moves into the new node
       ++attempt;
       task_node* node = nullptr;
       try {
@@ -308,7 +308,7 @@ struct policy_task {
       }
     } catch (...) {  // out of memory while describing the failure: keep what we have
     }
-    host->add_dead_letter(std::move(d));
+    plan->host->add_dead_letter(std::move(d));
     tl_dead_letter_recorded = true;
     note_failure(error);  // for the failure hooks, before the failure is published
     if (state)

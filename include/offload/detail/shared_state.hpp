@@ -50,7 +50,7 @@ struct fiber_resume final : continuation {
 /// one task's result) knows of the task it follows. Owned by the follower state.
 struct follow_link {
   virtual ~follow_link() = default;
-  /// The followed task's reported state.
+  /// The followed task's reported state (never terminal: the follower's own result decides).
   virtual task_state leader_state() const noexcept = 0;
   /// The follower was cancelled before the result arrived. Called once, by that cancel().
   virtual void follower_cancelled() noexcept = 0;
@@ -99,13 +99,10 @@ class shared_state_base {
   /// The task's reported state (future::state()). A follower reports the followed task's state
   /// until its own result arrives.
   task_state state() const noexcept {
-    if (m_link != nullptr && !is_ready())
-      return m_link->leader_state();
+    if (m_follower && !is_ready())
+      return link()->leader_state();
     return m_state.load(std::memory_order_acquire);
   }
-
-  /// Makes this state a follower of another task. Only before the state is shared.
-  void set_follow_link(std::unique_ptr<follow_link> link) noexcept { m_link = std::move(link); }
 
   /// Moves the reported state unless it is already terminal (terminal states never change).
   void set_state(task_state next) noexcept {
@@ -138,8 +135,8 @@ class shared_state_base {
       return false;
     m_exception = make_cancelled(why);
     publish();
-    if (m_link != nullptr)
-      m_link->follower_cancelled();
+    if (m_follower)
+      link()->follower_cancelled();
     return true;
   }
 
@@ -256,6 +253,9 @@ class shared_state_base {
  protected:
   virtual ~shared_state_base() = default;
   virtual void destroy() noexcept = 0;
+  /// Followers only (see follower_state): what they follow.
+  virtual follow_link* link() const noexcept { return nullptr; }
+  bool m_follower = false;  // a follower_state; set by its constructor, before sharing
 
  private:
   // A waiter outside the pool polls k_spin_before_block times (about 2.5 µs; enough for a hot
@@ -376,8 +376,11 @@ class shared_state_base {
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
   std::atomic<task_state> m_state{task_state::queued};  // reported; terminal once published
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
-  std::unique_ptr<follow_link> m_link;                  // followers only; set before sharing
 };
+
+// m_follower sits in the padding after the vtable pointer: every state keeps its size, so states
+// of results up to 32 bytes (std::string among them) stay in a pooled block.
+static_assert(sizeof(void*) != 8 || sizeof(shared_state_base) <= 64);
 
 /// The value slot type: void results are stored as std::monostate.
 template <class T>
@@ -385,7 +388,7 @@ using stored_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
 
 /// Shared state holding a T. Allocated from the block pool when it fits, else from the heap.
 template <class T>
-class shared_state final : public shared_state_base {
+class shared_state : public shared_state_base {
  public:
   static_assert(!std::is_reference_v<T>, "offload::future<T&> is not supported; use a pointer");
 
@@ -423,7 +426,7 @@ class shared_state final : public shared_state_base {
     return std::move(*m_value);
   }
 
- private:
+ protected:
   static constexpr bool k_pooled = sizeof(shared_state_base) + sizeof(std::optional<stored_t<T>>) +
                                            sizeof(void*) + alignof(std::max_align_t) <=
                                        k_block_size &&
@@ -444,6 +447,27 @@ class shared_state final : public shared_state_base {
 
   std::optional<stored_t<T>> m_value;
   block_pool* m_home;
+};
+
+/// The state of a follower (a de-duplicated submission's future): a shared_state<T> that also
+/// owns the link to the task it follows. On the heap (keyed submissions are a slower path), so
+/// plain states stay within a pooled block.
+template <class T>
+class follower_state final : public shared_state<T> {
+ public:
+  static follower_state* create(scheduler* sched, std::unique_ptr<follow_link> link) {
+    return new follower_state(sched, std::move(link));
+  }
+
+ private:
+  follower_state(scheduler* sched, std::unique_ptr<follow_link> link) noexcept
+      : shared_state<T>(sched, nullptr), m_link(std::move(link)) {
+    this->m_follower = true;
+  }
+  follow_link* link() const noexcept override { return m_link.get(); }
+  void destroy() noexcept override { delete this; }
+
+  std::unique_ptr<follow_link> m_link;
 };
 
 }  // namespace offload::detail
