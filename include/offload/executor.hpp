@@ -833,7 +833,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       return is_terminal(s) ? task_state::running : s;
     }
     void follower_cancelled() noexcept override {
-      if (ex->drop_follower(key, ticket))
+      // The last submitter cancelled: the key is free, and the task is cancelled.
+      if (ex->erase_key(key, ticket, true))
         leader->cancel("offload: task cancelled: every submitter of its key cancelled");
     }
     executor* ex;  // outlives the link while the follower can still be cancelled (not ready)
@@ -971,7 +972,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   /// A new future that receives a copy of `leader`'s result: the future of a submission of the
-  /// key held by ticket `ticket`. The caller holds m_keys_mutex and has counted the follower.
+  /// key held by ticket `ticket`. The caller holds m_keys_mutex and counts the follower.
   template <class R>
   future<R> follow(detail::shared_state<R>* leader, const std::string* key, std::uint64_t ticket) {
     leader->add_ref();
@@ -981,23 +982,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::state_ref<R> for_caller(target.get());
     leader->attach(new copy_result<R>(std::move(source), std::move(target)));
     return detail::make_future(std::move(for_caller));
-  }
-
-  /// A follower of the key's holding `ticket` was cancelled. True if it was the last one: the key
-  /// is then released (a new submission starts a new task) and the caller cancels the task.
-  bool drop_follower(const std::string* key, std::uint64_t ticket) noexcept {
-    std::function<void()> release;
-    {
-      std::lock_guard lock(m_keys_mutex);
-      auto it = m_keys.find(*key);
-      if (it == m_keys.end() || it->second.ticket != ticket || --it->second.followers != 0)
-        return false;  // the task ended already, or another submitter still waits for it
-      release = std::move(it->second.release_leader);
-      m_keys.erase(it);
-    }
-    if (release)
-      release();  // the key table's reference; the caller's link holds another
-    return true;
   }
 
   /// Counts a delayed task as submitted and puts it into the timer; throws offload::rejected
@@ -1131,19 +1115,28 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
+    (void)erase_key(key, ticket, false);
+  }
+
+  /// Erases the key's holding `ticket` and drops the table's reference to its leader; with
+  /// `last_follower`, only if this takes its follower count to 0. True if the key was erased.
+  bool erase_key(const std::string* key, std::uint64_t ticket, bool last_follower) noexcept {
     if (key == nullptr)
-      return;
+      return false;
     std::function<void()> release;
     {
       std::lock_guard lock(m_keys_mutex);
       auto it = m_keys.find(*key);
       if (it == m_keys.end() || it->second.ticket != ticket)
-        return;  // released already, and perhaps held by a later submission now
+        return false;  // released already, and perhaps held by a later submission now
+      if (last_follower && --it->second.followers != 0)
+        return false;  // another submitter still waits for the task
       release = std::move(it->second.release_leader);
       m_keys.erase(it);
     }
     if (release)
       release();
+    return true;
   }
 
   /// Shutdown: schedules stop; their handles' cancel() no longer reaches this executor.
@@ -1228,11 +1221,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// or a plan of its own when it has a deadline, a key or a retry_if predicate (or when the table
   /// is full: k_max_interned_plans distinct policies).
   detail::plan_ptr plan_for(const task_options& o, const std::string* key, std::uint64_t ticket) {
+    const std::string* name = intern(o.name);
     const auto fill = [&](detail::task_plan& p) {
       p.retry = o.retry;
       if (o.deadline)
         p.deadline = *o.deadline;
-      p.name = intern(o.name);
+      p.name = name;
       p.key = key;
       p.key_ticket = ticket;
       p.lane = o.lane;
@@ -1250,7 +1244,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
                              o.lane,
                              o.retry.base_delay,
                              o.retry.max_delay,
-                             intern(o.name),
+                             name,
                              o.rate ? o.rate->per_second : 0.0,
                              o.rate ? o.rate->burst : 0.0};
     struct cache_entry {

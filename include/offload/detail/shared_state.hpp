@@ -99,8 +99,8 @@ class shared_state_base {
   /// The task's reported state (future::state()). A follower reports the followed task's state
   /// until its own result arrives.
   task_state state() const noexcept {
-    if (m_follower && !is_ready())
-      return link()->leader_state();
+    if (const follow_link* l = link(); l != nullptr && !is_ready())
+      return l->leader_state();
     return m_state.load(std::memory_order_acquire);
   }
 
@@ -135,8 +135,8 @@ class shared_state_base {
       return false;
     m_exception = make_cancelled(why);
     publish();
-    if (m_follower)
-      link()->follower_cancelled();
+    if (follow_link* l = link())
+      l->follower_cancelled();
     return true;
   }
 
@@ -253,9 +253,8 @@ class shared_state_base {
  protected:
   virtual ~shared_state_base() = default;
   virtual void destroy() noexcept = 0;
-  /// Followers only (see follower_state): what they follow.
+  /// What a follower (see follower_state) follows; null for every other state.
   virtual follow_link* link() const noexcept { return nullptr; }
-  bool m_follower = false;  // a follower_state; set by its constructor, before sharing
 
  private:
   // A waiter outside the pool polls k_spin_before_block times (about 2.5 µs; enough for a hot
@@ -378,8 +377,7 @@ class shared_state_base {
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
 };
 
-// m_follower sits in the padding after the vtable pointer: every state keeps its size, so states
-// of results up to 32 bytes (std::string among them) stay in a pooled block.
+// States of results up to 32 bytes (std::string among them) stay in a pooled block.
 static_assert(sizeof(void*) != 8 || sizeof(shared_state_base) <= 64);
 
 /// The value slot type: void results are stored as std::monostate.
@@ -461,9 +459,7 @@ class follower_state final : public shared_state<T> {
 
  private:
   follower_state(scheduler* sched, std::unique_ptr<follow_link> link) noexcept
-      : shared_state<T>(sched, nullptr), m_link(std::move(link)) {
-    this->m_follower = true;
-  }
+      : shared_state<T>(sched, nullptr), m_link(std::move(link)) {}
   follow_link* link() const noexcept override { return m_link.get(); }
   void destroy() noexcept override { delete this; }
 
