@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -617,8 +618,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   void schedule(detail::task_node* node) override {
-    node->lane = inherited_lane();
-    enqueue_or_throw(node);
+    detail::worker* w = current_worker();
+    node->lane = inherited_lane(w);
+    enqueue_or_throw(node, w);
   }
 
   void schedule_in_lane(detail::task_node* node) override {
@@ -628,13 +630,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     const std::size_t l = index_of(node->lane);
     mark_lane_used(l);
-    enqueue_external(node, l, node->name, node->lane, true);
+    enqueue_external(node, l, node->name(), node->lane, true);
   }
 
-  offload::lane running_lane() const noexcept override {
-    const detail::worker* w = current_worker();
-    return w != nullptr ? w->current_lane : offload::lane::normal;
-  }
+  offload::lane running_lane() const noexcept override { return inherited_lane(current_worker()); }
 
   void call_after(clock::duration d, detail::task_node* node) override {
     call_at(m_timers.now() + d, node);
@@ -656,13 +655,14 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// (resolving its future) and throws.
   void enqueue(detail::task_node* node, const task_options* options) {
     try {
+      detail::worker* w = current_worker();
       if (options != nullptr) {
         node->lane = options->lane;
-        node->name = intern(options->name);
+        node->set_name(intern(options->name));
       } else {
-        node->lane = inherited_lane();
+        node->lane = inherited_lane(w);
       }
-      enqueue_or_throw(node);
+      enqueue_or_throw(node, w);
     } catch (...) {
       detail::discard_task(node, detail::discard_reason::rejected);
       throw;
@@ -722,7 +722,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     try {
       detail::task_node* node = detail::make_task(periodic_task<F>{run});
       node->lane = run->lane;
-      node->name = run->name;
+      node->set_name(run->name);
       std::uint64_t id = 0;
       schedule_delayed(node, run->due, &id);
       run->control->pending_timer = id;
@@ -867,7 +867,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
         node = detail::make_task(std::move(call));
       }
       node->lane = o.lane;
-      node->name = intern(o.name);
+      node->set_name(intern(o.name));
       schedule_delayed(node, m_timers.now() + o.delay);
       return result;
     }
@@ -945,7 +945,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       throw;
     }
     node->lane = o.lane;
-    node->name = name;
+    node->set_name(name);
     if (expiry) {
       detail::task_node* timer =
           detail::make_task(expire_action<R>{std::move(expiry), key, ticket, this});
@@ -990,7 +990,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
                         clock::time_point due,
                         std::uint64_t* timer_id = nullptr) {
     const std::size_t l = index_of(node->lane);
-    const std::string* name = node->name;  // the node is not ours once scheduled
+    const std::string* name = node->name();  // the node is not ours once scheduled
     const offload::lane lane = node->lane;
     mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
@@ -1026,7 +1026,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     bool queued = false;
     try {
       producer& p = local_producer();
-      node->enqueued_ns = sample_time(p.timing_tick);
+      node->set_enqueued_ns(sample_time(p.timing_tick));
       queued = m_inboxes[l].enqueue(p.tokens[l], node);
     } catch (...) {
     }
@@ -1193,9 +1193,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return std::move(note.error);
   }
 
-  /// The lane of a task submitted without options: the running task's inside a worker.
-  offload::lane inherited_lane() const noexcept {
-    const detail::worker* w = current_worker();
+  /// The lane of a task submitted without options by worker w (current_worker(), null outside
+  /// the pool): the running task's lane inside a worker, else normal.
+  static offload::lane inherited_lane(const detail::worker* w) noexcept {
     return w != nullptr ? w->current_lane : offload::lane::normal;
   }
 
@@ -1268,16 +1268,19 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::plan_ptr(it->second.get());
   }
 
-  void enqueue_or_throw(detail::task_node* node) {
+  void enqueue_or_throw(detail::task_node* node) { enqueue_or_throw(node, current_worker()); }
+
+  /// w: current_worker(), which the caller has already looked up.
+  void enqueue_or_throw(detail::task_node* node, detail::worker* w) {
     const std::size_t l = index_of(node->lane);
-    const std::string* name = node->name;  // the node is not ours once queued
+    const std::string* name = node->name();  // the node is not ours once queued
     const offload::lane lane = node->lane;
     mark_lane_used(l);
-    if (detail::worker* w = current_worker()) {
+    if (w != nullptr) {
       // Inside the pool: accepted in every phase before `stopped`, so that tasks spawned while
       // draining run and tasks spawned while cancelling are resolved by the workers' sweep.
       // Never refused for capacity: a fork-join parent must be able to spawn its children.
-      node->enqueued_ns = sample_time(w->timing_tick);
+      node->set_enqueued_ns(sample_time(w->timing_tick));
       w->counters.lanes[l].submitted.add();  // before the task is visible: see lane_counters
       try {
         w->deque(l).push(node);  // throws only if growing the deque fails to allocate
@@ -1314,7 +1317,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       p.lanes[l].rejected.add();
       throw rejected("offload: executor is shut down; submission rejected");
     }
-    node->enqueued_ns = sample_time(p.timing_tick);
+    node->set_enqueued_ns(sample_time(p.timing_tick));
     p.lanes[l].submitted.add();  // counted before the task is visible: see lane_counters
     bool queued = false;
     try {
@@ -1438,9 +1441,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       throw rejected("offload: executor is shut down; submission rejected");
     }
     p.lanes[l].submitted.add();
-    notify_submitted(node->name, node->lane);  // not queued: the node is still ours
+    notify_submitted(node->name(), node->lane);  // not queued: the node is still ours
     const offload::lane lane = node->lane;
-    const std::string* name = node->name;
+    const std::string* name = node->name();
     task_outcome outcome = task_outcome::succeeded;
     std::exception_ptr error;
     notify_started(name, lane);
@@ -1653,31 +1656,51 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return nullptr;
   }
 
-  /// Runs (or, while cancelling, discards) one task on worker w, with its accounting: taken,
-  /// queue wait, heartbeat, run time, outcome, hooks.
+  /// Runs (or, while cancelling, discards) one task on worker w, with its accounting: taken and
+  /// outcome. A task that is timed, holds a lane slot, or runs while event hooks are set takes
+  /// execute_observed(), which adds queue wait, run time, the slot's release and the hooks.
   void execute(detail::worker& w, detail::task_node* node) {
+    if (node->timed || node->holds_lane_slot || m_has_task_hooks) [[unlikely]] {
+      execute_observed(w, node);
+      return;
+    }
+    execute_task<false>(w, node);
+  }
+
+  [[gnu::noinline]] void execute_observed(detail::worker& w, detail::task_node* node) {
+    execute_task<true>(w, node);
+  }
+
+  template <bool Observed>
+  [[gnu::always_inline]] void execute_task(detail::worker& w, detail::task_node* node) {
     const offload::lane task_lane = node->lane;
     const std::size_t l = index_of(task_lane);
     detail::lane_counters& lc = w.counters.lanes[l];
-    if (node->holds_lane_slot)
-      release_slot(l);
+    [[maybe_unused]] std::uint64_t enqueued = 0;  // 0: not sampled for timing
+    [[maybe_unused]] std::uint64_t start = 0;
+    if constexpr (Observed) {
+      if (node->holds_lane_slot)
+        release_slot(l);
+    }
     lc.taken.add();
-    const std::uint64_t enqueued = node->enqueued_ns;  // 0: not sampled for timing
-    std::uint64_t start = 0;
-    if (enqueued != 0) {
-      start = detail::tick_clock::now_ns();
-      lc.wait.record(start > enqueued ? start - enqueued : 0);
-      lc.last_taken_enqueued_ns.store(enqueued, std::memory_order_relaxed);
+    if constexpr (Observed) {
+      enqueued = node->enqueued_ns();
+      if (enqueued != 0) {
+        start = detail::tick_clock::now_ns();
+        lc.wait.record(start > enqueued ? start - enqueued : 0);
+        lc.last_taken_enqueued_ns.store(enqueued, std::memory_order_relaxed);
+      }
     }
     ++w.fiber_depth;
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
-    const std::string* name = node->name;
+    const std::string* name = node->name();  // the node is freed once run
     task_outcome outcome = task_outcome::cancelled;
     std::exception_ptr error;
-    if (cancelling()) {
+    if (cancelling()) [[unlikely]] {
       detail::discard_task(node, detail::discard_reason::shutdown);
     } else {
-      notify_started(name, task_lane);
+      if constexpr (Observed)
+        notify_started(name, task_lane);
       try {
         outcome = detail::run_task(node);
       } catch (...) {
@@ -1687,10 +1710,27 @@ class executor final : private detail::scheduler, private detail::policy_host {
         report_detached_failure(error);
       }
     }
-    if (enqueued != 0)
-      lc.run.record(detail::tick_clock::now_ns() - start);
+    if constexpr (Observed) {
+      if (enqueued != 0)
+        lc.run.record(detail::tick_clock::now_ns() - start);
+    }
     w.current_lane = outer_lane;
     --w.fiber_depth;
+    if (!Observed && outcome == task_outcome::succeeded) [[likely]] {
+      lc.completed[static_cast<std::size_t>(task_outcome::succeeded)].add();
+      return;
+    }
+    count_outcome(lc, name, task_lane, outcome, std::move(error));
+  }
+
+  /// The accounting of a task's outcome (but a success without hooks): retried
+  /// and deferred attempts are not final; a failure takes its dead letter; the finish hooks run;
+  /// then the outcome is counted. `error`: the exception that escaped the task, if one did.
+  [[gnu::noinline]] void count_outcome(detail::lane_counters& lc,
+                                       const std::string* name,
+                                       offload::lane lane,
+                                       task_outcome outcome,
+                                       std::exception_ptr error) {
     if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
       // Not final: the task waits in the timer for its retry, or for a rate-limit token.
       if (outcome == detail::k_outcome_retried) {
@@ -1701,9 +1741,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       return;
     }
     if (outcome == task_outcome::failed)
-      error = take_failure(name, task_lane, std::move(error));
+      error = take_failure(name, lane, std::move(error));
     if (m_has_finish_hooks)
-      notify_finished(name, task_lane, outcome, error);
+      notify_finished(name, lane, outcome, error);
     lc.completed[static_cast<std::size_t>(outcome)].add();
   }
 
@@ -1836,7 +1876,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
                         std::max<std::size_t>(w.fibers->stack_size() / 4, std::size_t{64} << 10)) {
       return false;
     }
-    for (std::size_t l = 0; l < k_lane_count; ++l) {
+    // Lanes never used have nothing in any deque (relaxed: a lane this worker pushed to was
+    // marked by this thread, before the push).
+    for (std::uint32_t used = m_lanes_used.load(std::memory_order_relaxed); used != 0;
+         used &= used - 1) {
+      const auto l = static_cast<std::size_t>(std::countr_zero(used));
       if (w.deque(l).empty_hint())
         continue;
       if (auto local = w.deque(l).pop()) {
@@ -2069,6 +2113,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     std::atomic<std::uint64_t> since_ns{0};
   } m_freshness;
   bool m_has_finish_hooks = m_options.hooks.on_failure || m_options.hooks.on_finished;
+  bool m_has_task_hooks = m_has_finish_hooks || m_options.hooks.on_started;
   detail::lane_inboxes m_inboxes;
   std::array<lane_limit, k_lane_count> m_lane_limits;
   alignas(detail::k_cache_line) std::atomic<std::uint32_t> m_lanes_used{0};  // bit per lane

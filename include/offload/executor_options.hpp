@@ -76,9 +76,11 @@ struct executor_options {
   /// Accepted: 1 ms to 24 h.
   std::chrono::nanoseconds stuck_after = std::chrono::seconds(10);
   /// One task in timing_sample_interval, counted per submitting thread, is timed for the queue
-  /// wait and run time histograms (counters and gauges are exact for every task). 1 times every
-  /// task, at about 40 ns more per task on the machine of docs/benchmarks.md. Accepted: 1 to 65536.
-  unsigned timing_sample_interval = 16;
+  /// wait and run time histograms (counters and gauges are exact for every task). A timed task
+  /// costs three clock reads; 1 times every task, at about 40 ns more per task on the machine of
+  /// docs/benchmarks.md. Lower it for a pool that runs few tasks and needs more samples.
+  /// Accepted: 1 to 65536.
+  unsigned timing_sample_interval = 64;
   /// Optional observers of task events; unset hooks cost nothing measurable.
   task_hooks hooks{};
   /// Bounds of the dead-letter store (executor::dead_letters()).

@@ -1,6 +1,7 @@
 // Many-thread soak tests with exactly-once accounting. Run in release and under TSan.
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <thread>
 #include <vector>
@@ -51,6 +52,12 @@ TEST(Stress, StealingSpawnTreeCountsEveryLeaf) {
     std::atomic<long> leaves{0};
     ex.post([&] {
       spawn_tree(ex, leaves, 16);
+      // Hold this worker until another has stolen from its deque, which holds the tree's two
+      // children: without the hold, one worker could run the whole tree before another wakes.
+      // Bounded, so a lost wake-up fails the test instead of hanging it.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (ex.stats().steals == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
     });
     ex.wait_idle();
     EXPECT_EQ(leaves.load(), 1L << 16);

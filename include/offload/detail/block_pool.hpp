@@ -44,8 +44,9 @@ class block_pool {
  public:
   /// The calling thread's pool. Thread-safe (each thread gets its own).
   static block_pool& local() {
-    thread_local holder h;
-    return *h.pool;
+    if (block_pool* p = tl_pool) [[likely]]
+      return *p;
+    return local_slow();
   }
 
   /// Returns an uninitialised block of k_block_size bytes, aligned to k_cache_line. Owner only.
@@ -67,7 +68,7 @@ class block_pool {
   /// Returns a block to the pool that allocated it. Any thread. Thread-safe.
   static void deallocate(block_pool* home, void* p) noexcept {
     auto* b = static_cast<free_block*>(p);
-    if (home == &local()) {
+    if (home == tl_pool) {  // null once the thread's pool was handed back: a remote free
       if (home->m_local_count >= k_block_cache_limit)
         home->spill();
       b->next = home->m_local;
@@ -85,6 +86,25 @@ class block_pool {
 
  private:
   block_pool() = default;
+
+  /// The calling thread's pool, once local() created it; null again after the thread handed it
+  /// back (its holder destroyed), so late frees of the thread go the remote way. A plain pointer:
+  /// reading it needs no guard of thread_local initialisation.
+  static inline thread_local block_pool* tl_pool = nullptr;
+  /// Set when the thread's holder handed its pool back (thread exit).
+  static inline thread_local bool tl_pool_released = false;
+
+  [[gnu::noinline]] static block_pool& local_slow() {
+    if (tl_pool_released) {
+      // A destructor run at thread exit, after the holder's, allocates: a pool of its own,
+      // never handed back (pools are never freed anyway).
+      tl_pool = new block_pool;
+      return *tl_pool;
+    }
+    thread_local holder h;
+    tl_pool = h.pool;
+    return *h.pool;
+  }
 
   /// Spare blocks shared by all pools, in batches. Never destroyed (blocks outlive statics).
   struct depot {
@@ -165,6 +185,8 @@ class block_pool {
       }
     }
     ~holder() {
+      tl_pool = nullptr;
+      tl_pool_released = true;
       registry& r = orphans();
       std::lock_guard lock(r.mutex);
       r.orphans.push_back(pool);

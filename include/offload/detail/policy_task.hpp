@@ -220,7 +220,7 @@ struct policy_task {
       return std::nullopt;
     }
     node->lane = lane;
-    node->name = name;
+    node->set_name(name);
     if (host->schedule_wait(due, node))
       return k_outcome_deferred;
     discard_task(node, discard_reason::shutdown);  // shutting down: resolved as cancelled
@@ -278,7 +278,7 @@ struct policy_task {
         return fail(std::move(error), now);
       }
       node->lane = lane;
-      node->name = name;
+      node->set_name(name);
       if (keep)
         keep->release_for_retry();
       if (host->schedule_retry(now + delay, node))

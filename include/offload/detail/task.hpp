@@ -44,16 +44,47 @@ struct task_ops {
   void (*became_ready)(task_node*) noexcept;
 };
 
-/// A task: a header and the callable, placed in one pooled block. Never moved once built, so
-/// the callable needs neither to be movable nor nothrow-movable after construction.
+/// A task: a header and the callable, placed in one pooled block of k_block_size bytes. Never
+/// moved once built, so the callable needs neither to be movable nor nothrow-movable after
+/// construction. The header is 24 bytes, so that a callable of up to 40 bytes (a fork-join child
+/// capturing a few references) keeps the whole task in one cache line. The fields most tasks
+/// lack, a name and an enqueue time (timed tasks only), live in the block's last 16 bytes and
+/// are read only when their flag is set.
 struct task_node {
   const task_ops* ops;
-  block_pool* home;                   // the pool the block returns to
-  std::uint64_t enqueued_ns = 0;      // tick_clock time it became ready (queue wait histogram)
-  const std::string* name = nullptr;  // interned by the executor; null for unnamed tasks
+  block_pool* home;  // the pool the block returns to
   offload::lane lane = offload::lane::normal;
   bool holds_lane_slot = false;  // counted against its lane's capacity until a worker takes it
+  bool has_name = false;
+  bool timed = false;  // chosen for the wait and run time histograms
+
+  /// The name, interned by the executor; null for unnamed tasks.
+  const std::string* name() const noexcept { return has_name ? tail().name : nullptr; }
+  void set_name(const std::string* name) noexcept {
+    has_name = name != nullptr;
+    if (has_name)
+      tail().name = name;
+  }
+  /// The tick_clock time it became ready, for the queue wait histogram; 0: not timed.
+  std::uint64_t enqueued_ns() const noexcept { return timed ? tail().enqueued_ns : 0; }
+  void set_enqueued_ns(std::uint64_t ns) noexcept {
+    timed = ns != 0;
+    if (timed)
+      tail().enqueued_ns = ns;
+  }
+
+  struct tail_fields {
+    const std::string* name;
+    std::uint64_t enqueued_ns;
+  };
+
+ private:
+  tail_fields& tail() const noexcept {
+    return *reinterpret_cast<tail_fields*>(reinterpret_cast<std::uintptr_t>(this) + k_block_size -
+                                           sizeof(tail_fields));
+  }
 };
+static_assert(sizeof(task_node) == 24, "the task header fits in 24 bytes");
 
 /// The exception's what(), or "unknown exception".
 inline std::string exception_text(const std::exception_ptr& e) {
@@ -114,24 +145,30 @@ inline void note_failure(std::exception_ptr e) noexcept {
   tl_failure.error = tl_keep_failure_error ? std::move(e) : std::exception_ptr();
 }
 
-/// Offset of the callable inside the block, after the header.
-inline constexpr std::size_t k_task_storage_offset =
-    (sizeof(task_node) + alignof(std::max_align_t) - 1) / alignof(std::max_align_t) *
-    alignof(std::max_align_t);
+/// Offset of a callable F inside the block: right after the header, rounded up to F's alignment
+/// (a boxed F stores a pointer there).
+template <class F>
+inline constexpr std::size_t k_task_storage_offset = (sizeof(task_node) + alignof(F) - 1) /
+                                                     alignof(F) * alignof(F);
 
-/// Where the callable lives: the bytes after the header, within the same block.
+/// Where a callable F lives: after the header, before the tail fields, within the same block.
+template <class F>
 inline void* task_storage(task_node* n) noexcept {
-  return reinterpret_cast<std::byte*>(n) + k_task_storage_offset;
+  return reinterpret_cast<std::byte*>(n) + k_task_storage_offset<F>;
 }
 
-/// Bytes available for a callable inside a task node. Callables that fit (and are not
-/// over-aligned) are stored inline: a task costs no heap allocation. Larger ones are boxed.
-inline constexpr std::size_t k_task_inline_size = k_block_size - k_task_storage_offset;
+/// Bytes any callable (aligned up to max_align_t) has inline in a task node: 128 − 32 (header
+/// rounded up to 16) − 16 (tail fields) = 80; callables aligned to 8 or less get 88. Callables that
+/// fit (and are not over-aligned) are stored inline: a task costs no heap allocation. Larger ones
+/// are boxed.
+inline constexpr std::size_t k_task_inline_size =
+    k_block_size - k_task_storage_offset<std::max_align_t> - sizeof(task_node::tail_fields);
 static_assert(k_task_inline_size >= 48, "the small-buffer claim: at least 48 bytes inline");
 
 template <class F>
-inline constexpr bool k_fits_inline = sizeof(F) <= k_task_inline_size &&
-                                      alignof(F) <= alignof(std::max_align_t);
+inline constexpr bool k_fits_inline = alignof(F) <= alignof(std::max_align_t) &&
+                                      sizeof(F) <= k_block_size - k_task_storage_offset<F> -
+                                                       sizeof(task_node::tail_fields);
 
 /// Adapts a callable F to the task protocol. F must provide `void operator()()` (or
 /// `task_outcome operator()()`, reporting how it ended) and may provide
@@ -140,9 +177,9 @@ template <class F>
 struct task_model {
   static F* get(task_node* n) noexcept {
     if constexpr (k_fits_inline<F>) {
-      return std::launder(static_cast<F*>(task_storage(n)));
+      return std::launder(static_cast<F*>(task_storage<F>(n)));
     } else {
-      return *std::launder(static_cast<F**>(task_storage(n)));
+      return *std::launder(static_cast<F**>(task_storage<F*>(n)));
     }
   }
   static void destroy(task_node* n) noexcept {
@@ -186,9 +223,9 @@ task_node* make_task(F&& f) {
   n->home = block.home;
   try {
     if constexpr (k_fits_inline<fn>) {
-      ::new (task_storage(n)) fn(std::forward<F>(f));
+      ::new (task_storage<fn>(n)) fn(std::forward<F>(f));
     } else {
-      ::new (task_storage(n)) fn*(new fn(std::forward<F>(f)));
+      ::new (task_storage<fn*>(n)) fn*(new fn(std::forward<F>(f)));
     }
   } catch (...) {
     block_pool::deallocate(block.home, block.memory);
