@@ -1198,6 +1198,42 @@ TEST(Key, CancelOfEverySubmitterReachesTheRunningTask) {
   EXPECT_THROW((void)f.get(), offload::cancelled);
 }
 
+// A running keyed task whose every submitter cancelled keeps its key until it ends: a submission
+// meanwhile joins it (and gets its result) instead of starting a second task beside it.
+TEST(Key, ARunningTaskKeepsItsKeyAfterEverySubmitterCancelled) {
+  offload::executor ex{{.workers = 2}};  // a second task could run beside the first
+  offload_test::gate started;
+  std::atomic<bool> resubmitted{false};
+  std::atomic<int> second_runs{0};
+  auto f = ex.submit(task_options{.key = "stopping"}, [&started, &resubmitted] {
+    started.open();
+    // Bounded, so that a regression fails instead of hanging.
+    const auto give_up = std::chrono::steady_clock::now() + 30s;
+    while ((!offload::this_task::stop_requested() || !resubmitted.load()) &&
+           std::chrono::steady_clock::now() < give_up)
+      std::this_thread::yield();
+    return 1;
+  });
+  started.wait();
+  EXPECT_TRUE(f.cancel());
+  auto g = ex.submit(task_options{.key = "stopping"}, [&second_runs] {
+    second_runs.fetch_add(1);
+    return 2;
+  });
+  resubmitted.store(true);
+  ex.wait_idle();
+  EXPECT_EQ(second_runs.load(), 0);
+  EXPECT_EQ(g.get(), 1);
+  EXPECT_THROW((void)f.get(), offload::cancelled);
+  // Once the task ended, the key is free again.
+  EXPECT_EQ(ex.submit(task_options{.key = "stopping"},
+                      [] {
+                        return 3;
+                      })
+                .get(),
+            3);
+}
+
 // A post() that joined a pending keyed submit() counts as a submitter that never cancels: the
 // task still runs when the submit()'s future is cancelled.
 TEST(Key, APostThatJoinedKeepsTheTaskWhenTheFutureCancels) {
