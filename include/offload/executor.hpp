@@ -832,7 +832,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
       const task_state s = leader->state();
       return is_terminal(s) ? task_state::running : s;
     }
-    void follower_cancelled() noexcept override { ex->drop_follower(key, ticket, leader); }
+    void follower_cancelled() noexcept override {
+      // The last submitter cancelled: the key is free, and the task is cancelled.
+      if (ex->erase_key(key, ticket, true))
+        leader->cancel("offload: task cancelled: every submitter of its key cancelled");
+    }
     executor* ex;  // outlives the link while the follower can still be cancelled (not ready)
     detail::shared_state_base* leader;  // holds one reference
     const std::string* key;
@@ -1110,66 +1114,30 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return schedule_retry(due, node);  // the same timer path; not counted as a retry
   }
 
-  /// The key's entry if `ticket` still holds it (else end(): released already, and perhaps held
-  /// by a later submission now). Caller holds m_keys_mutex.
-  auto find_key(const std::string& key, std::uint64_t ticket) {
-    auto it = m_keys.find(key);
-    if (it != m_keys.end() && it->second.ticket != ticket)
-      return m_keys.end();
-    return it;
+  void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
+    (void)erase_key(key, ticket, false);
   }
 
-  /// The task holding the key by `ticket` ended (or will never run): the key is free. Drops the
-  /// table's reference to the leader.
-  void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
+  /// Erases the key's holding `ticket` and drops the table's reference to its leader; with
+  /// `last_follower`, only if this takes its follower count to 0. True if the key was erased.
+  bool erase_key(const std::string* key, std::uint64_t ticket, bool last_follower) noexcept {
     if (key == nullptr)
-      return;
+      return false;
     std::function<void()> release;
     {
       std::lock_guard lock(m_keys_mutex);
-      auto it = find_key(*key, ticket);
-      if (it == m_keys.end())
-        return;
+      auto it = m_keys.find(*key);
+      if (it == m_keys.end() || it->second.ticket != ticket)
+        return false;  // released already, and perhaps held by a later submission now
+      if (last_follower && --it->second.followers != 0)
+        return false;  // another submitter still waits for the task
       release = std::move(it->second.release_leader);
       m_keys.erase(it);
     }
     if (release)
       release();
+    return true;
   }
-
-  /// A submitter of the key held by `ticket` cancelled its future. The last one to do so cancels
-  /// the task (`leader`, kept alive by the caller's link). A task that has not started never
-  /// will, and the key is free at once. A running task is asked to stop and keeps the key until
-  /// it ends (its release_key()), so no second task of the key starts while it stops.
-  void drop_follower(const std::string* key,
-                     std::uint64_t ticket,
-                     detail::shared_state_base* leader) noexcept {
-    static constexpr const char* why =
-        "offload: task cancelled: every submitter of its key cancelled";
-    std::function<void()> release;
-    bool claimed = false;
-    {
-      std::lock_guard lock(m_keys_mutex);
-      auto it = find_key(*key, ticket);
-      if (it == m_keys.end() || --it->second.followers != 0)
-        return;  // released already, or another submitter still waits for the task
-      // Claimed under the lock: a submission of the key after this point finds it free (not
-      // started) or joins a task that is already running.
-      claimed = leader->claim_cancel();
-      if (claimed) {
-        release = std::move(it->second.release_leader);
-        m_keys.erase(it);
-      }
-    }
-    if (claimed) {
-      leader->resolve_cancelled(why);
-    } else {
-      leader->cancel(why);  // running: its claim fails, but the task sees stop_requested()
-    }
-    if (release)
-      release();
-  }
-
 
   /// Shutdown: schedules stop; their handles' cancel() no longer reaches this executor.
   void detach_periodics() {

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <limits>
 #include <new>
+#include <string>
 
 #include "unit/test_support.hpp"
 
@@ -139,3 +140,66 @@ TEST(Allocation, OversizedCallableIsBoxedOnce) {
 }
 
 }  // namespace
+
+namespace {
+
+template <std::size_t Align>
+struct alignas(Align) alignment_probe {
+  char c;
+};
+
+/// The most bytes a callable aligned to Align keeps inline in a task node.
+template <std::size_t Align>
+constexpr std::size_t k_largest_inline =
+    offload::detail::k_block_size - offload::detail::k_task_storage_offset<alignment_probe<Align>> -
+    sizeof(offload::detail::task_node::tail_fields);
+
+/// A callable of exactly k_largest_inline<Align> bytes that checks its own bytes when run.
+template <std::size_t Align>
+struct alignas(Align) largest_inline_task {
+  std::array<unsigned char, k_largest_inline<Align> - sizeof(int*)> bytes;
+  int* intact;
+  void operator()() const {
+    *intact = std::all_of(bytes.begin(), bytes.end(), [](unsigned char b) {
+      return b == 0xA5;
+    });
+  }
+};
+
+template <std::size_t Align>
+struct alignas(Align) too_large_task {
+  std::array<unsigned char, k_largest_inline<Align> + Align> bytes;
+  void operator()() const {}
+};
+
+/// Builds a node holding the largest inline callable, sets the name and enqueue time that live in
+/// the block's tail, and checks that neither overwrote the other.
+template <std::size_t Align>
+void expect_tail_and_callable_apart() {
+  static_assert(sizeof(largest_inline_task<Align>) == k_largest_inline<Align>);
+  static_assert(offload::detail::k_fits_inline<largest_inline_task<Align>>);
+  static_assert(!offload::detail::k_fits_inline<too_large_task<Align>>);
+  int intact = -1;
+  largest_inline_task<Align> task{};
+  task.bytes.fill(0xA5);
+  task.intact = &intact;
+  const std::string name = "tail";
+  offload::detail::task_node* node = offload::detail::make_task(task);
+  node->set_name(&name);
+  node->set_enqueued_ns(0x0123'4567'89ab'cdefULL);
+  EXPECT_EQ(node->name(), &name);
+  EXPECT_EQ(node->enqueued_ns(), 0x0123'4567'89ab'cdefULL);
+  (void)offload::detail::run_task(node);
+  EXPECT_EQ(intact, 1) << "alignment " << Align;
+}
+
+}  // namespace
+
+// The largest inline callables (8- and 16-aligned) end where the tail fields (name, enqueue time)
+// begin: a task's name and timing sample never overwrite its callable, nor the reverse.
+TEST(Allocation, LargestInlineCallablesLeaveTheTailFieldsApart) {
+  EXPECT_EQ(k_largest_inline<8>, 88u);
+  EXPECT_EQ(k_largest_inline<16>, 80u);
+  expect_tail_and_callable_apart<8>();
+  expect_tail_and_callable_apart<16>();
+}

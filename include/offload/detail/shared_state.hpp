@@ -125,34 +125,19 @@ class shared_state_base {
         expected, k_claimed, std::memory_order_acq_rel, std::memory_order_acquire);
   }
 
-  /// Resolves a pending state with offload::cancelled, and asks a running task to stop. True if
-  /// it took effect (the task had not started, and now never will).
+  /// Resolves a pending state with offload::cancelled. True if it took effect.
   bool cancel(const char* why) noexcept {
     // [K1] relaxed; published by the release half of the claim CAS below, which a producer whose
     // claim fails reads with acquire ([K2] in try_claim()).
     m_cancel_requested.store(true, std::memory_order_relaxed);
-    request_stop();  // after the flag: see stop_token()
+    request_stop();
     if (!try_claim())
       return false;
-    resolve_cancelled(why);
-    return true;
-  }
-
-  /// The first half of cancel() for a caller that must decide under its own lock: marks the
-  /// state cancelled and claims it. True if it was pending (its task will not run); the caller
-  /// then calls resolve_cancelled(). Does not stop a running task: cancel() does.
-  bool claim_cancel() noexcept {
-    // relaxed, as [K1] in cancel(): published by the claim CAS ([K2]).
-    m_cancel_requested.store(true, std::memory_order_relaxed);
-    return try_claim();
-  }
-
-  /// The second half: resolves a state claimed by claim_cancel() with offload::cancelled.
-  void resolve_cancelled(const char* why) noexcept {
     m_exception = make_cancelled(why);
     publish();
     if (follow_link* l = link())
       l->follower_cancelled();
+    return true;
   }
 
   /// True if cancel() was called. A producer whose claim failed uses it to tell "the consumer
