@@ -653,8 +653,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// Queues a task (lane and name from `options`, or inherited); on rejection discards it
   /// (resolving its future) and throws.
-  /// `joined`: the submitter waits for the task (task_group::run), see enqueue_or_throw().
-  void enqueue(detail::task_node* node, const task_options* options, bool joined = false) {
+  void enqueue(detail::task_node* node, const task_options* options) {
     try {
       detail::worker* w = current_worker();
       if (options != nullptr) {
@@ -663,7 +662,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       } else {
         node->lane = inherited_lane(w);
       }
-      enqueue_or_throw(node, w, joined);
+      enqueue_or_throw(node, w);
     } catch (...) {
       detail::discard_task(node, detail::discard_reason::rejected);
       throw;
@@ -1271,9 +1270,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   void enqueue_or_throw(detail::task_node* node) { enqueue_or_throw(node, current_worker()); }
 
-  /// w: current_worker(), which the caller has already looked up. `joined`: a task_group child,
-  /// whose group is waited for (task_group::wait() or its destructor).
-  void enqueue_or_throw(detail::task_node* node, detail::worker* w, bool joined = false) {
+  /// w: current_worker(), which the caller has already looked up.
+  void enqueue_or_throw(detail::task_node* node, detail::worker* w) {
     const std::size_t l = index_of(node->lane);
     const std::string* name = node->name();  // the node is not ours once queued
     const offload::lane lane = node->lane;
@@ -1284,14 +1282,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
       // Never refused for capacity: a fork-join parent must be able to spawn its children.
       node->set_enqueued_ns(sample_time(w->timing_tick));
       w->counters.lanes[l].submitted.add();  // before the task is visible: see lane_counters
-      // A joined task pushed onto a deque that already held work wakes nobody: the wake-up of
-      // the first of that work went to a worker that finds this task too (a thief that leaves
-      // work behind passes the wake-up on, see steal_from()), and if none does, this worker runs
-      // it itself, from its deque, before its task_group::wait() returns or when its current
-      // task ends. That saves the notify's fence on most fork-join spawns (fib(30): 27.6 ->
-      // about 23.5 ms). The cost: a task that busy-waits for such a child without waiting on its
-      // group may wait for this worker (docs/guarantees.md).
-      const bool wake = !joined || w->deque(l).empty_hint();
       try {
         w->deque(l).push(node);  // throws only if growing the deque fails to allocate
       } catch (...) {
@@ -1300,8 +1290,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       }
       note_lanes_refilled();  // before the hook: the stamp must not wait for it
       notify_submitted(name, lane);
-      if (wake)
-        m_idle.notify_one();
+      m_idle.notify_one();
       return;
     }
     enqueue_external(node, l, name, lane);
@@ -1650,10 +1639,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
       auto r = victim.deque(l).steal();
       if (r.status == detail::steal_status::success) {
         w.counters.steals.add();
-        // Work left behind: pass the wake-up on, as joined spawns onto a non-empty deque wake
-        // nobody (see enqueue_or_throw()).
-        if (!victim.deque(l).empty_hint())
-          m_idle.notify_one();
         return r.value;
       }
       if (r.status == detail::steal_status::empty)

@@ -53,9 +53,8 @@ class task_group {
         detail::make_task(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
     // relaxed: the task that decrements is published to its worker by the queue's ordering.
     m_state.fetch_add(1, std::memory_order_relaxed);
-    // joined: this group is waited for (wait() or the destructor), see executor::enqueue_or_throw.
-    // On failure the node is discarded: discard() calls finish_one().
-    m_executor.enqueue(node, nullptr, true);
+    m_executor.enqueue(node,
+                       nullptr);  // on failure the node is discarded: discard() calls finish_one()
   }
 
   /// Waits for every task run so far; rethrows the first exception, then forgets it.

@@ -1,8 +1,6 @@
 #include <atomic>
-#include <chrono>
 #include <memory>
 #include <stdexcept>
-#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -105,34 +103,3 @@ TEST(TaskGroupCaptures, AreDestroyedBeforeWaitReturns) {
 }
 
 }  // namespace
-
-// Children spawned inside the pool onto a deque that already holds work wake nobody themselves;
-// a thief that leaves work behind passes the wake-up on. Three children that can only finish
-// together (each waits for the other two to start) therefore all get a worker: the parent runs
-// the last one itself in wait(), and the two others must be taken by two other workers.
-TEST(TaskGroupWakeUps, ChildrenLeftBehindByAThiefGetAWorker) {
-  for (const bool fibers : {true, false}) {
-    offload::executor ex{{.workers = 4, .fibers = fibers}};
-    std::atomic<int> started{0};
-    std::atomic<int> timed_out{0};
-    ex.submit([&] {
-        // Let the other workers finish spinning and park: each child must then be woken for.
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        offload::task_group g(ex);
-        for (int i = 0; i < 3; ++i) {
-          g.run([&] {
-            started.fetch_add(1);
-            // Bounded, so that a lost wake-up fails the test instead of hanging it.
-            const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-            while (started.load() < 3 && std::chrono::steady_clock::now() < give_up)
-              std::this_thread::yield();
-            if (started.load() < 3)
-              timed_out.fetch_add(1);
-          });
-        }
-        g.wait();
-      }).get();
-    EXPECT_EQ(started.load(), 3) << "fibers " << fibers;
-    EXPECT_EQ(timed_out.load(), 0) << "fibers " << fibers;
-  }
-}
