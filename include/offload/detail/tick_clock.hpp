@@ -22,7 +22,7 @@ __extension__ typedef unsigned __int128 uint128_t;  // GCC/Clang extension, for 
 
 /// Nanoseconds on one process-wide monotonic scale. On x86-64 with an invariant TSC it reads the
 /// TSC (about 12 ns here, against 28 ns for steady_clock under kvm-clock) scaled by a factor
-/// measured once per process against steady_clock over 1 ms; elsewhere it is steady_clock.
+/// measured once per process against steady_clock over 2 ms; elsewhere it is steady_clock.
 /// Readings on different cores may differ by the TSC skew (tens of ns): callers clamp negative
 /// differences to zero. Thread-safe.
 class tick_clock {
@@ -70,22 +70,44 @@ class tick_clock {
     return (edx & (1u << 8)) != 0;  // CPUID.80000007H:EDX[8], invariant TSC
   }
 
+  /// A steady_clock reading and the TSC at that moment: the TSC is read just before and just
+  /// after, and of several tries the one with the two reads closest is kept, so that a thread
+  /// preempted between the two clocks (tens of microseconds under load or a sanitizer) does not
+  /// skew the scale.
+  struct paired_reading {
+    std::uint64_t ticks;
+    std::uint64_t ns;
+  };
+  static paired_reading read_both() noexcept {
+    paired_reading best{0, 0};
+    std::uint64_t best_gap = ~std::uint64_t{0};
+    for (int i = 0; i < 16; ++i) {
+      const std::uint64_t before = __rdtsc();
+      const std::uint64_t ns = steady_ns();
+      const std::uint64_t after = __rdtsc();
+      if (after >= before && after - before < best_gap) {
+        best_gap = after - before;
+        best = {before + (after - before) / 2, ns};
+      }
+    }
+    return best;
+  }
+
   static const calibration& calibrated() noexcept {
     static const calibration c = [] {
       calibration r;
       if (!invariant_tsc())
         return r;
-      const std::uint64_t ns0 = steady_ns();
-      const std::uint64_t t0 = __rdtsc();
-      std::uint64_t ns1 = ns0;
-      while (ns1 - ns0 < 1'000'000) ns1 = steady_ns();
-      const std::uint64_t t1 = __rdtsc();
-      if (t1 <= t0)
+      const paired_reading first = read_both();
+      while (steady_ns() - first.ns < 2'000'000) {
+      }
+      const paired_reading last = read_both();
+      if (last.ticks <= first.ticks || last.ns <= first.ns)
         return r;
-      r.ns_per_tick_q32 =
-          static_cast<std::uint64_t>((static_cast<uint128_t>(ns1 - ns0) << 32) / (t1 - t0));
-      r.base_ticks = t1;
-      r.base_ns = ns1;
+      r.ns_per_tick_q32 = static_cast<std::uint64_t>(
+          (static_cast<uint128_t>(last.ns - first.ns) << 32) / (last.ticks - first.ticks));
+      r.base_ticks = last.ticks;
+      r.base_ns = last.ns;
       r.use_tsc = r.ns_per_tick_q32 != 0;
       return r;
     }();
