@@ -1723,7 +1723,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     count_outcome(lc, name, task_lane, outcome, std::move(error));
   }
 
-  /// The accounting of a task's outcome (but a success without hooks): retried
+  /// The accounting of every outcome but a success on execute()'s short path: retried
   /// and deferred attempts are not final; a failure takes its dead letter; the finish hooks run;
   /// then the outcome is counted. `error`: the exception that escaped the task, if one did.
   [[gnu::noinline]] void count_outcome(detail::lane_counters& lc,

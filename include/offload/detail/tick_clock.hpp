@@ -21,7 +21,7 @@ __extension__ typedef unsigned __int128 uint128_t;  // GCC/Clang extension, for 
 #endif
 
 /// Nanoseconds on one process-wide monotonic scale. On x86-64 with an invariant TSC it reads the
-/// TSC (about 12 ns here, against 28 ns for steady_clock under kvm-clock) scaled by a factor
+/// TSC (about 9 ns here, against 28 ns for steady_clock under kvm-clock) scaled by a factor
 /// measured once per process against steady_clock over 2 ms; elsewhere it is steady_clock.
 /// Readings on different cores may differ by the TSC skew (tens of ns): callers clamp negative
 /// differences to zero. Thread-safe.
