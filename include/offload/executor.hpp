@@ -1711,8 +1711,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
       }
     }
     if constexpr (Observed) {
-      if (enqueued != 0)
-        lc.run.record(detail::tick_clock::now_ns() - start);
+      if (enqueued != 0) {
+        const std::uint64_t end = detail::tick_clock::now_ns();  // maybe on another core
+        lc.run.record(end > start ? end - start : 0);
+      }
     }
     w.current_lane = outer_lane;
     --w.fiber_depth;
@@ -2072,7 +2074,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       // Tasks suspended in a wait (with the tasks they ran nested) hold no worker.
       busy = running > w->suspended_frames.load(std::memory_order_relaxed);
       if (busy && seen.busy && seen.finished == finished) {
-        running_for[w->index] = static_cast<double>(now - seen.since_ns) * 1e-9;
+        // Both stamps may come from different cores: clamp the skew (see tick_clock).
+        running_for[w->index] =
+            now > seen.since_ns ? static_cast<double>(now - seen.since_ns) * 1e-9 : 0.0;
       } else {
         seen = {finished, busy, now};
       }

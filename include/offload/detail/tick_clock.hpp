@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -20,11 +22,13 @@ namespace offload::detail {
 __extension__ typedef unsigned __int128 uint128_t;  // GCC/Clang extension, for 64×64→128 scaling
 #endif
 
-/// Nanoseconds on one process-wide monotonic scale. On x86-64 with an invariant TSC it reads the
-/// TSC (about 9 ns here, against 28 ns for steady_clock under kvm-clock) scaled by a factor
-/// measured once per process against steady_clock over 2 ms; elsewhere it is steady_clock.
-/// Readings on different cores may differ by the TSC skew (tens of ns): callers clamp negative
-/// differences to zero. Thread-safe.
+/// Nanoseconds on one process-wide monotonic scale. On x86-64 Linux where the CPU has an invariant
+/// TSC and the kernel itself keeps time with it (clocksource `tsc`, which the kernel picks only
+/// after checking that the TSCs of all CPUs agree) it reads the TSC (about 9 ns here, against 28 ns
+/// for steady_clock) scaled by a factor measured once per process against steady_clock over 2 ms;
+/// elsewhere, including VMs on kvm-clock whose vCPU TSCs may be offset, it is steady_clock.
+/// Readings on different cores may still differ by the residual TSC skew (tens of ns): callers
+/// clamp negative differences to zero. Thread-safe.
 class tick_clock {
  public:
   static std::uint64_t now_ns() noexcept {
@@ -37,6 +41,15 @@ class tick_clock {
     }
 #endif
     return steady_ns();
+  }
+
+  /// True when now_ns() reads the TSC, false when it reads steady_clock (for diagnostics).
+  static bool uses_tsc() noexcept {
+#if OFFLOAD_HAS_RDTSC
+    return calibrated().use_tsc;
+#else
+    return false;
+#endif
   }
 
   /// Forces the one-time calibration now (an executor calls this at construction so that no task
@@ -70,6 +83,22 @@ class tick_clock {
     return (edx & (1u << 8)) != 0;  // CPUID.80000007H:EDX[8], invariant TSC
   }
 
+  /// Whether the kernel's current clocksource is the TSC. An invariant TSC on each CPU is not
+  /// enough: under a hypervisor the vCPUs' TSCs can be offset from each other by milliseconds, and
+  /// a task that starts on one vCPU and ends on another would be timed wrong. The kernel checks
+  /// synchronisation at boot and keeps watching it, and falls back to another clocksource
+  /// (kvm-clock, hpet) when it fails; we follow its verdict.
+  static bool kernel_keeps_time_with_tsc() noexcept {
+    std::FILE* f =
+        std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (f == nullptr)
+      return false;
+    char name[32] = {};
+    const bool read = std::fgets(name, sizeof name, f) != nullptr;
+    std::fclose(f);
+    return read && std::strncmp(name, "tsc", 3) == 0 && (name[3] == '\n' || name[3] == '\0');
+  }
+
   /// A steady_clock reading and the TSC at that moment: the TSC is read just before and just
   /// after, and of several tries the one with the two reads closest is kept, so that a thread
   /// preempted between the two clocks (tens of microseconds under load or a sanitizer) does not
@@ -96,7 +125,7 @@ class tick_clock {
   static const calibration& calibrated() noexcept {
     static const calibration c = [] {
       calibration r;
-      if (!invariant_tsc())
+      if (!invariant_tsc() || !kernel_keeps_time_with_tsc())
         return r;
       const paired_reading first = read_both();
       while (steady_ns() - first.ns < 2'000'000) {
