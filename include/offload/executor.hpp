@@ -90,6 +90,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
           requeue_from_timer(node);
         }) {
     detail::tick_clock::warm_up();
+    // Registers the process for membarrier now (once per process; with threads already running
+    // the kernel waits for an RCU grace period, which no task should pay for).
+    (void)detail::asymmetric_barrier::expedited();
     m_started_ns = detail::tick_clock::now_ns();
     for (std::size_t l = 0; l < k_lane_count; ++l)
       m_lane_limits[l].bounded = m_options.lanes[l].capacity != lane_options::unbounded;
@@ -1659,7 +1662,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// Runs (or, while cancelling, discards) one task on worker w, with its accounting: taken and
   /// outcome. A task that is timed, holds a lane slot, or runs while event hooks are set takes
   /// execute_observed(), which adds queue wait, run time, the slot's release and the hooks.
-  void execute(detail::worker& w, detail::task_node* node) {
+  void execute(detail::worker& w, detail::task_node* node) { execute_inline(w, node); }
+
+  /// execute(), inlined: where waits nest (run_local_task), one call frame fewer per level.
+  [[gnu::always_inline]] void execute_inline(detail::worker& w, detail::task_node* node) {
     if (node->timed || node->holds_lane_slot || m_has_task_hooks) [[unlikely]] {
       execute_observed(w, node);
       return;
@@ -1888,7 +1894,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       if (auto local = w.deque(l).pop()) {
         if (w.fibers)
           w.fibers->count_start();
-        execute(w, *local);
+        execute_inline(w, *local);
         return true;
       }
     }

@@ -84,7 +84,11 @@ struct model_platform {
     cv->notify_all($);
     mutex->unlock($);
   }
-  static void fence_seq_cst() { rl::atomic_thread_fence(rl::mo_seq_cst, $); }
+  // Both halves of the store-load barrier are seq_cst fences here: the model checks the
+  // symmetric protocol; production's asymmetric version (a compiler barrier against membarrier)
+  // relies on membarrier(2)'s guarantee, which Relacy cannot model.
+  static void notifier_barrier() { rl::atomic_thread_fence(rl::mo_seq_cst, $); }
+  static void waiter_barrier() { rl::atomic_thread_fence(rl::mo_seq_cst, $); }
 };
 
 }  // namespace offload_model

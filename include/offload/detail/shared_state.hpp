@@ -76,15 +76,13 @@ class shared_state_base {
   }
 
   /// Claims the right to run: pending → running. False if cancelled (or already claimed).
+  /// The reported state follows (state() reads `running` from the phase), so starting a task
+  /// costs this one atomic read-modify-write.
   bool try_start() noexcept {
     auto expected = k_pending;
     // acq_rel: the winner of pending → {running, claimed} is the single writer of the result.
-    if (!m_phase.compare_exchange_strong(
-            expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed)) {
-      return false;
-    }
-    set_state(task_state::running);
-    return true;
+    return m_phase.compare_exchange_strong(
+        expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed);
   }
 
   /// Gives the claim back for a retry: running → pending, so that cancel() can claim it while
@@ -101,10 +99,19 @@ class shared_state_base {
   task_state state() const noexcept {
     if (const follow_link* l = link(); l != nullptr && !is_ready())
       return l->leader_state();
+    // [S2] acquire, as in is_ready(); pairs with [S1] and with release_for_retry()'s release
+    // store. Once the phase is ready, m_state holds the terminal state publish() stored before
+    // [S1]; after a retry released the claim, it holds `retrying` (or `queued` once requeued).
+    // While the task holds its run claim the phase alone says `running`; otherwise (pending, or
+    // claimed by a cancel about to publish) m_state says queued, scheduled or retrying.
+    if (m_phase.load(std::memory_order_acquire) == k_running)
+      return task_state::running;
+    // acquire; pairs with the release CAS in set_state() and the release store in publish().
     return m_state.load(std::memory_order_acquire);
   }
 
   /// Moves the reported state unless it is already terminal (terminal states never change).
+  /// `running` is never stored: state() derives it from the phase.
   void set_state(task_state next) noexcept {
     task_state cur = m_state.load(std::memory_order_relaxed);
     while (!is_terminal(cur)) {
@@ -175,13 +182,23 @@ class shared_state_base {
   /// Blocks until ready. In a task on a worker: runs the task's own spawns while there are any,
   /// then suspends the task's fiber until ready (or, without fibers, helps run other work).
   /// Elsewhere: spins briefly, then sleeps.
-  void wait() const {
+  [[gnu::always_inline]] void wait() const {
     if (is_ready())
       return;
     if (scheduler* s = tl_current_scheduler) {
+      // Usually the awaited task is the newest in this worker's deque: running it is the whole
+      // wait. Inlined into get(), so that a chain of nested waits (fork-join recursion) costs
+      // one call frame per level here.
+      if (s->run_local_task() && is_ready())
+        return;
       wait_in_worker(*s);
       return;
     }
+    wait_outside();
+  }
+
+ private:
+  [[gnu::noinline]] void wait_outside() const {
     for (int i = 0; i < k_spin_before_block; ++i) {
       if (is_ready())
         return;
@@ -195,6 +212,7 @@ class shared_state_base {
     block_until_ready(std::chrono::steady_clock::time_point::max());
   }
 
+ public:
   /// Waits until ready or `deadline`; true if ready. Never helps (bounded time matters more).
   bool wait_until(std::chrono::steady_clock::time_point deadline) const {
     if (is_ready())
@@ -220,8 +238,19 @@ class shared_state_base {
     }
   }
 
+  /// Adds an owner. Only a current owner (or code acting for one, such as the key table under
+  /// its mutex) may call it: release() relies on a count of 1 meaning nobody else can add one.
   void add_ref() noexcept { m_refs.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
+    // A count of 1 read by an owner means it is the only one left: no other thread holds a
+    // reference, so none can add or drop one, and the read-modify-write can be skipped (one of
+    // the two releases of every future's state is such a last one).
+    // [S5'] acquire; pairs with [S5] of the owner that dropped the count to 1: its writes happen
+    // before our destroy().
+    if (m_refs.load(std::memory_order_acquire) == 1) {
+      destroy();
+      return;
+    }
     // [S5] acq_rel; the last owner sees every other owner's writes before destroying.
     if (m_refs.fetch_sub(1, std::memory_order_acq_rel) == 1)
       destroy();
@@ -373,7 +402,7 @@ class shared_state_base {
   scheduler* m_scheduler;                               // runs then() continuations; may be null
   std::exception_ptr m_exception;                       // written by the claim holder only
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
-  std::atomic<task_state> m_state{task_state::queued};  // reported; terminal once published
+  std::atomic<task_state> m_state{task_state::queued};  // reported; never running (see state())
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
 };
 
