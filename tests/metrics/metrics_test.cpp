@@ -517,13 +517,17 @@ TEST(Metrics, HistogramsTimeEveryTaskWhenSamplingIsOne) {
     });
   }
   for (auto& t : producers) t.join();
+  ex.wait_idle();
   const auto slept_from = std::chrono::steady_clock::now();
   ex.submit(offload::task_options{.lane = lane::high}, [] {
       std::this_thread::sleep_for(20ms);
     }).get();
+  // The worker records the run time after it published the result (get() may return first, and
+  // a worker preempted in between records later): wait_idle() returns only once the task is
+  // counted complete, which is after its run time was recorded.
+  ex.wait_idle();
   const double slept_at_most =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - slept_from).count();
-  ex.wait_idle();
 
   const offload::metrics_snapshot m = ex.metrics();
   offload_test::expect_reconciled_idle(m);
