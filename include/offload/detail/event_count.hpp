@@ -80,7 +80,8 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 /// system call, which runs a full memory barrier on every CPU running a thread of this process
 /// before it returns (a thread not running is past a context switch, itself a full barrier).
 /// Where the kernel refuses to register (before Linux 4.14, or a seccomp filter), or when built
-/// with OFFLOAD_NO_MEMBARRIER, both sides use a seq_cst fence, as everywhere off Linux.
+/// with OFFLOAD_NO_MEMBARRIER (CMake: -DOFFLOAD_MEMBARRIER=OFF), both sides use a seq_cst fence, as
+/// everywhere off Linux.
 ///
 /// The choice is made once, on first use (an executor's constructor), and never changes, so
 /// both sides of every pairing agree on it. "Once" is per copy of this inline function: every
