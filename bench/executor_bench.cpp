@@ -4,6 +4,7 @@
 //
 //   latency/<peer>/hot   submit -> result, back to back (workers awake); p50/p99/p999 in ns
 //   latency/<peer>/cold  the same after 5 ms idle (workers asleep)
+//   latency/<peer>/gap_us:30  the same, one round trip every 30 µs (one worker idles, parks)
 //   throughput/<peer>/P  100k empty tasks from P producer threads; ns per task
 //   throughput/offload_timed  the same with every task timed for the histograms
 //   lanes/...            priority lanes under saturation (see the functions' comments)
@@ -49,15 +50,28 @@ void allow_tbb_workers() {
   static tbb::global_control allow(tbb::global_control::max_allowed_parallelism, k_workers + 1);
 }
 
-// Records one latency sample per iteration and reports percentiles as counters.
+// Records one latency sample per iteration and reports percentiles as counters. `cold`: 5 ms of
+// sleep before each round trip. `gap`: round trips start `gap` apart (busy-waited, untimed), a
+// steady trickle that leaves one worker idle long enough to park now and then.
 template <class RoundTrip>
-void measure_latency(benchmark::State& state, bool cold, RoundTrip round_trip) {
+void measure_latency(benchmark::State& state,
+                     bool cold,
+                     RoundTrip round_trip,
+                     std::chrono::microseconds gap = std::chrono::microseconds::zero()) {
   std::vector<double> samples;
   samples.reserve(static_cast<std::size_t>(state.max_iterations));
+  auto next_start = clock_type::now();
   for (auto _ : state) {
     if (cold) {
       state.PauseTiming();
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      state.ResumeTiming();
+    }
+    if (gap > std::chrono::microseconds::zero()) {
+      state.PauseTiming();
+      while (clock_type::now() < next_start) {
+      }
+      next_start = clock_type::now() + gap;
       state.ResumeTiming();
     }
     const auto t0 = clock_type::now();
@@ -81,6 +95,33 @@ void latency_offload(benchmark::State& state) {
                                  return 1;
                                }).get());
   });
+}
+void latency_offload_paced(benchmark::State& state) {
+  offload::executor ex{offload::executor_options{.workers = k_workers}};
+  measure_latency(
+      state,
+      false,
+      [&] {
+        benchmark::DoNotOptimize(ex.submit([] {
+                                     return 1;
+                                   }).get());
+      },
+      std::chrono::microseconds(state.range(0)));
+}
+void latency_tbb_paced(benchmark::State& state) {
+  allow_tbb_workers();
+  tbb::task_arena arena(static_cast<int>(k_workers), 0);
+  measure_latency(
+      state,
+      false,
+      [&] {
+        offload_bench::completion c;
+        arena.enqueue([&] {
+          c.set();
+        });
+        c.wait();
+      },
+      std::chrono::microseconds(state.range(0)));
 }
 void latency_tbb(benchmark::State& state) {
   allow_tbb_workers();
@@ -550,6 +591,18 @@ BENCHMARK(latency_mutex_pool)
     ->Name("latency/mutex_pool")
     ->ArgName("cold")
     ->Arg(0)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_offload_paced)
+    ->Name("latency/offload")
+    ->ArgName("gap_us")
+    ->Arg(30)
+    ->Iterations(20000)
+    ->UseRealTime();
+BENCHMARK(latency_tbb_paced)
+    ->Name("latency/tbb")
+    ->ArgName("gap_us")
+    ->Arg(30)
     ->Iterations(20000)
     ->UseRealTime();
 BENCHMARK(latency_offload)
