@@ -55,9 +55,11 @@ def seconds_or_ns(v):
 
 def read_executor_bench(run_dir):
     """Rows for the in-process peers from executor_bench: hot (cold:0) latency as the default
-    variant, cold:1 as "cold", and 100 000 empty tasks from one producer as "batch-1-producer".
-    offload's own rows from it are "empty-task" and "empty-task-cold" (its default row comes from
-    offload_roundtrip, which carries the same 100-byte message as the brokered paths)."""
+    variant, cold:1 as "cold", gap_us:N (a round trip every N µs) as "trickle-Nus", and 100 000
+    empty tasks from one producer as "batch-1-producer". offload's own latency rows from it are
+    prefixed "empty-task" ("empty-task", "empty-task-cold", "empty-task-trickle-Nus"): its default
+    row comes from offload_roundtrip, which carries the same 100-byte message as the brokered
+    paths."""
     name = os.path.join(run_dir, "raw", "executor_bench.json")
     if not os.path.exists(name):
         return []
@@ -74,7 +76,7 @@ def read_executor_bench(run_dir):
         picked[base] = b
     lat, thr = {}, {}
     for base, b in picked.items():
-        m = re.match(r"latency/([^/]+)/cold:([01])", base)
+        m = re.match(r"latency/([^/]+)/(cold:[01]|gap_us:\d+)", base)
         if m and "p50_ns" in b:
             lat[(m.group(1), m.group(2))] = b
         m = re.match(r"throughput/([^/]+)/producers:1", base)
@@ -91,12 +93,14 @@ def read_executor_bench(run_dir):
             "source": "executor_bench", "measured": True, "p50_us": None, "p90_us": None,
             "p99_us": None, "p999_us": None, "throughput_per_s": rate,
         })
-    for (peer, cold), b in sorted(lat.items()):
+    for (peer, kind), b in sorted(lat.items()):
         path = peer
-        if peer == "offload":
-            variant = "empty-task-cold" if cold == "1" else "empty-task"
+        if kind.startswith("gap_us:"):
+            variant = "trickle-" + kind[len("gap_us:"):] + "us"
         else:
-            variant = "cold" if cold == "1" else "default"
+            variant = "cold" if kind == "cold:1" else "default"
+        if peer == "offload":
+            variant = "empty-task" if variant == "default" else "empty-task-" + variant
         rows.append({
             "path": path, "variant": variant, "mode": "pingpong", "work_us": 0,
             "source": "executor_bench", "measured": True,

@@ -67,6 +67,12 @@ class MakeReportTest(unittest.TestCase):
         self.assertGreater(batch["throughput_per_s"], 1e5)  # ~1 µs per task, not 1e-6 per second
         self.assertTrue(self.row("offload", "empty-task")["measured"])
 
+    def test_trickle_latency_rows_come_from_gap_benchmarks(self):
+        tbb = self.row("tbb", "trickle-30us")
+        self.assertEqual((tbb["p50_us"], tbb["p99_us"]), (1.57, 5.516))
+        off = self.row("offload", "empty-task-trickle-30us")
+        self.assertEqual((off["p50_us"], off["p99_us"], off["p999_us"]), (1.023, 33.674, 59.716))
+
     def test_report_has_tables_break_even_and_charts(self):
         with open(os.path.join(self.run_dir, "report.md")) as f:
             md = f.read()
