@@ -10,7 +10,7 @@
 //   lanes/...            priority lanes under saturation (see the functions' comments)
 //   policy/retry_overhead  a retry policy that never retries vs a plain task
 //   timers/lateness      30 ms delays with 1k..1M timers pending; memory per pending timer
-//   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.6M tasks);
+//   fib30/<peer>         recursive fib(30) through task groups (no cut-off: 1.3M tasks);
 //                        fib30/offload_futures does the same through submit() and future::get()
 //                        (waits suspend fibers), fib30/offload_nofibers with fibers off (waits
 //                        help), fib30/offload_coroutines with task<int> coroutines

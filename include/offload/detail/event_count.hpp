@@ -79,7 +79,8 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 /// the rare side (a thread about to sleep) pays one membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
 /// system call, which runs a full memory barrier on every CPU running a thread of this process
 /// before it returns (a thread not running is past a context switch, itself a full barrier).
-/// Where the kernel refuses to register (before Linux 4.14, or a seccomp filter), or when built
+/// Where the kernel refuses to register (before Linux 4.14, a seccomp filter, or a nohz_full
+/// kernel, which offers no MEMBARRIER_CMD_GLOBAL to fall back on), or when built
 /// with OFFLOAD_NO_MEMBARRIER (CMake: -DOFFLOAD_MEMBARRIER=OFF), both sides use a seq_cst fence, as
 /// everywhere off Linux.
 ///

@@ -186,7 +186,7 @@ class fiber_runtime {
   }
 
   /// True if a woken fiber waits to be resumed. The relaxed load is enough for parking: the
-  /// worker checks it between event_count::prepare_wait() and commit_wait(), whose fences order
+  /// worker checks it between event_count::prepare_wait() and commit_wait(), whose barriers order
   /// it against make_ready()'s push and notify (see event_count.hpp).
   bool has_ready() const noexcept {
     return m_ready_local != nullptr || m_ready.load(std::memory_order_relaxed) != nullptr;

@@ -80,7 +80,8 @@ class shared_state_base {
   /// costs this one atomic read-modify-write.
   bool try_start() noexcept {
     auto expected = k_pending;
-    // acq_rel: the winner of pending → {running, claimed} is the single writer of the result.
+    // acq_rel: the winner of pending → {running, claimed} is the single writer of the result;
+    // pairs with release_for_retry()'s release store and with the other claimants' CASes ([K2]).
     return m_phase.compare_exchange_strong(
         expected, k_running, std::memory_order_acq_rel, std::memory_order_relaxed);
   }

@@ -108,6 +108,8 @@ TEST(EventCount, NoLostWakeupsWhenTheConditionIsAPlainStore) {
   std::atomic<std::uint32_t> seen{0};
   std::thread consumer([&] {
     for (std::uint32_t want = 1; want <= k_rounds; ++want) {
+      // acquire loads of `published` pair with the producer's release store; `seen`'s release
+      // store pairs with the producer's acquire load.
       while (published.load(std::memory_order_acquire) < want) {
         auto key = ec.prepare_wait();
         if (published.load(std::memory_order_acquire) >= want) {
@@ -120,7 +122,7 @@ TEST(EventCount, NoLostWakeupsWhenTheConditionIsAPlainStore) {
     }
   });
   for (std::uint32_t round = 1; round <= k_rounds; ++round) {
-    published.store(round, std::memory_order_release);
+    published.store(round, std::memory_order_release);  // pairs with the consumer's acquire loads
     ec.notify_one();
     while (seen.load(std::memory_order_acquire) < round) std::this_thread::yield();
   }
