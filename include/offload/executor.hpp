@@ -627,8 +627,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   void schedule_in_lane(detail::task_node* node) override {
-    if (current_worker() != nullptr) {
-      enqueue_or_throw(node);
+    if (detail::worker* w = current_worker()) {
+      enqueue_or_throw(node, w);
       return;
     }
     const std::size_t l = index_of(node->lane);
@@ -960,7 +960,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       schedule_delayed(node, m_timers.now() + o.delay);
     } else {
       try {
-        enqueue_or_throw(node);
+        enqueue_or_throw(node, current_worker());
       } catch (...) {
         detail::discard_task(node, detail::discard_reason::rejected);
         throw;
@@ -1271,9 +1271,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::plan_ptr(it->second.get());
   }
 
-  void enqueue_or_throw(detail::task_node* node) { enqueue_or_throw(node, current_worker()); }
-
-  /// w: current_worker(), which the caller has already looked up.
+  /// w: current_worker(), which the caller looks up (it usually needs it for the lane too).
   void enqueue_or_throw(detail::task_node* node, detail::worker* w) {
     const std::size_t l = index_of(node->lane);
     const std::string* name = node->name();  // the node is not ours once queued

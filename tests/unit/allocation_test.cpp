@@ -151,8 +151,7 @@ struct alignas(Align) alignment_probe {
 /// The most bytes a callable aligned to Align keeps inline in a task node.
 template <std::size_t Align>
 constexpr std::size_t k_largest_inline =
-    offload::detail::k_block_size - offload::detail::k_task_storage_offset<alignment_probe<Align>> -
-    sizeof(offload::detail::task_node::tail_fields);
+    offload::detail::k_task_inline_capacity<alignment_probe<Align>>;
 
 /// A callable of exactly k_largest_inline<Align> bytes that checks its own bytes when run.
 template <std::size_t Align>

@@ -157,18 +157,21 @@ inline void* task_storage(task_node* n) noexcept {
   return reinterpret_cast<std::byte*>(n) + k_task_storage_offset<F>;
 }
 
+/// Bytes a callable F has inline in a task node: from its storage offset to the tail fields.
+template <class F>
+inline constexpr std::size_t k_task_inline_capacity = k_block_size - k_task_storage_offset<F> -
+                                                      sizeof(task_node::tail_fields);
+
 /// Bytes any callable (aligned up to max_align_t) has inline in a task node: 128 − 32 (header
 /// rounded up to 16) − 16 (tail fields) = 80; callables aligned to 8 or less get 88. Callables that
 /// fit (and are not over-aligned) are stored inline: a task costs no heap allocation. Larger ones
 /// are boxed.
-inline constexpr std::size_t k_task_inline_size =
-    k_block_size - k_task_storage_offset<std::max_align_t> - sizeof(task_node::tail_fields);
+inline constexpr std::size_t k_task_inline_size = k_task_inline_capacity<std::max_align_t>;
 static_assert(k_task_inline_size >= 48, "the small-buffer claim: at least 48 bytes inline");
 
 template <class F>
 inline constexpr bool k_fits_inline = alignof(F) <= alignof(std::max_align_t) &&
-                                      sizeof(F) <= k_block_size - k_task_storage_offset<F> -
-                                                       sizeof(task_node::tail_fields);
+                                      sizeof(F) <= k_task_inline_capacity<F>;
 
 /// Adapts a callable F to the task protocol. F must provide `void operator()()` (or
 /// `task_outcome operator()()`, reporting how it ended) and may provide
