@@ -18,6 +18,18 @@
 #define OFFLOAD_TSAN 0
 #endif
 
+// OFFLOAD_ASAN is 1 when the translation unit is built with AddressSanitizer.
+#if defined(__SANITIZE_ADDRESS__)
+#define OFFLOAD_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define OFFLOAD_ASAN 1
+#endif
+#endif
+#ifndef OFFLOAD_ASAN
+#define OFFLOAD_ASAN 0
+#endif
+
 // OFFLOAD_ASSERT checks a precondition in debug builds (or with OFFLOAD_ENABLE_ASSERTS). It is
 // never turned into an optimiser assumption.
 #if !defined(NDEBUG) || defined(OFFLOAD_ENABLE_ASSERTS)

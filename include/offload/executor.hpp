@@ -108,8 +108,18 @@ class executor final : private detail::scheduler, private detail::policy_host {
       detail::worker& w = *m_workers.back();
       w.counters.alive.store(true, std::memory_order_relaxed);
       w.picks_to_guard = m_options.starvation_guard;
-      if (m_options.fibers)
+      if (m_options.fibers) {
         w.fibers = std::make_unique<detail::fiber_runtime>(m_options.fiber_stack_size, m_idle);
+        try {
+          w.fibers->prepare();  // the first fiber's guarded stack: fails here, not in the thread
+        } catch (const std::system_error& e) {
+          throw std::system_error(e.code(),
+                                  "offload::executor: worker " + std::to_string(i) + ": " +
+                                      e.what() +
+                                      " (lower executor_options.fiber_stack_size, or set "
+                                      "executor_options.fibers = false)");
+        }
+      }
       if (i < plan.steal_order.size())
         w.steal_order = std::move(plan.steal_order[i]);
     }
@@ -1789,6 +1799,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   void run_worker(detail::worker& w) {
+    w.thread_stack = detail::current_thread_stack();
     detail::tl_current_scheduler = this;
     detail::tl_keep_failure_error = m_has_finish_hooks;  // only failure hooks need the exception
     tl_worker = &w;
@@ -1813,7 +1824,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// The worker loop: runs on the worker thread's stack, or (fibers on) on whichever of the
   /// worker's fibers is not waiting. Returns when the executor stopped and no task of this
-  /// worker is suspended, or when the fiber running it is told to end (fiber_runtime::exiting).
+  /// worker is suspended.
   void worker_loop(detail::worker& w) {
     detail::fiber_runtime* fibers = w.fibers.get();
     for (;;) {
@@ -1823,8 +1834,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
         // another task has started since (or at once if the worker finds nothing else to do).
         if ((fibers->has_ready() && fibers->ready_turn() && fibers->resume_ready()) ||
             (fibers->yielded_due() && fibers->resume_yielded())) {
-          if (fibers->exiting())
-            return;
           continue;  // this fiber was idle and took over again from a task that waits
         }
       }
@@ -1834,11 +1843,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
         execute(w, node);
         continue;
       }
-      if (fibers != nullptr && fibers->has_yielded() && fibers->resume_yielded()) {
-        if (fibers->exiting())
-          return;
+      if (fibers != nullptr && fibers->has_yielded() && fibers->resume_yielded())
         continue;
-      }
       m_quiet.notify_all();  // out of work: a wait_idle() caller may be waiting for this moment
       if (detail::task_node* found = spin_for_task(w)) {
         if (fibers != nullptr)
@@ -1876,12 +1882,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   bool run_local_task() override {
     detail::worker& w = *tl_worker;
-    // Nest only while a quarter of the stack is left (at least 64 KiB): deep chains of waits
-    // suspend instead, so waiting never overflows a fiber's stack.
-    if (w.fibers && w.fibers->stack_room() <
-                        std::max<std::size_t>(w.fibers->stack_size() / 4, std::size_t{64} << 10)) {
+    // Nest only while the stack has room (see room_to_nest()): deep chains of waits suspend
+    // instead, so waiting never overflows a stack.
+    if (!room_to_nest(w))
       return false;
-    }
     // Lanes never used have nothing in any deque (relaxed: a lane this worker pushed to was
     // marked by this thread, before the push).
     for (std::uint32_t used = m_lanes_used.load(std::memory_order_relaxed); used != 0;
@@ -1987,11 +1991,26 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return suspend(arm);
   }
 
-  void help_until(const std::function<bool()>& done) override {
+  /// True if the calling worker's current stack (its fiber's, or the thread's) has room to run
+  /// another task nested: a quarter of it, between 16 KiB and 256 KiB, stays free.
+  bool room_to_nest(detail::worker& w) const noexcept {
+    const detail::stack_bounds& stack = w.fibers ? w.fibers->current_stack() : w.thread_stack;
+    return stack.room() >= stack.reserve();
+  }
+
+  bool help_until(const std::function<bool()>& done) override {
     detail::worker& w = *current_worker();
     auto nap = std::chrono::microseconds(50);
     unsigned idle = 0;
     while (!done()) {
+      // A woken or yielded fiber of this worker may be what `done` waits for, and only the
+      // worker loop resumes it: let it run first (no new stack is needed to switch to it).
+      if (w.fibers && (w.fibers->has_ready() || w.fibers->has_yielded()) && yield_task()) {
+        idle = 0;
+        continue;
+      }
+      if (!room_to_nest(w))
+        return false;  // running another task here could overflow this stack
       if (detail::task_node* node = find_task(w)) {
         execute(w, node);
         idle = 0;
@@ -2018,6 +2037,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       m_idle.commit_wait(key, nap);
       nap = std::min(nap * 2, std::chrono::microseconds(1000));
     }
+    return true;
   }
 
   /// Σ completed == Σ submitted, read completed-first: counters only grow and a task is counted

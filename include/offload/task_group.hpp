@@ -23,15 +23,13 @@ namespace offload {
 /// what makes recursive fork-join cheap); wait() blocks until every task run so far finished.
 /// Called from a task, it first runs the group's tasks still on the worker's own deque, then
 /// suspends the task's fiber (executor_options::fibers; without fibers it helps run other queued
-/// work), so nested groups never deadlock, even on one worker. One task at a time may wait on a
-/// group by suspending; a second concurrent waiter inside the pool helps instead. While a task
-/// waits on a group by suspending, no other waiter may destroy the group (its last task still
-/// touches it to resume that task). The first
-/// exception thrown by a task is rethrown by wait(); later ones are dropped. A task dropped by
-/// shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled. Everything the tasks
-/// did, including destroying their callables, happens-before wait() returns. The destructor waits
-/// (and swallows the exception) if wait() was not called. run() and wait() may be called from any
-/// thread.
+/// work while its stack has room), so nested groups never deadlock, even on one worker. Any number
+/// of tasks and threads may wait on one group at once. The first exception thrown by a task is
+/// rethrown by one wait() (the first to return after it); later ones are dropped. A task dropped
+/// by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled. Everything the
+/// tasks did, including destroying their callables, happens-before wait() returns. The group may
+/// be destroyed once every wait() on it has returned; the destructor waits (and swallows the
+/// exception) if wait() was not called. run() and wait() may be called from any thread.
 class task_group {
  public:
   explicit task_group(executor& ex) noexcept : m_executor(ex) {}
@@ -80,7 +78,7 @@ class task_group {
 
  private:
   static constexpr std::uint32_t k_blocked = 0x8000'0000u;  // a thread may sleep in block()
-  static constexpr std::uint32_t k_fiber = 0x4000'0000u;    // m_fiber_waiter is suspended
+  static constexpr std::uint32_t k_fiber = 0x4000'0000u;    // m_waiters is not empty
   static constexpr std::uint32_t k_count = ~(k_blocked | k_fiber);
 
   template <class F>
@@ -122,11 +120,10 @@ class task_group {
     m_has_error.store(true, std::memory_order_release);
   }
 
-  /// The last access to *this by a task: after the RMW a waiter may return and destroy the
-  /// group, so only the syscall (on the address, not a C++ access) may follow. A suspended fiber
-  /// waiter cannot return before this task resumes it, so with one (k_fiber) the record is
-  /// taken first. (A thread blocked in wait() at the same time as a suspended task must not
-  /// destroy the group: the finisher still touches it after the count reached 0.)
+  /// A task finished. The last one to finish wakes the waiters: a thread blocked in block()
+  /// (k_blocked) and every suspended fiber in the list (k_fiber). Its accesses to *this all come
+  /// before it resumes a listed fiber, and without a listed fiber its last access is the RMW
+  /// itself, so a waiter may destroy the group once every wait() has returned.
   void finish_one() noexcept {
     // [G2] acq_rel RMW: release pairs with [G3]/[G4]/[G5]; RMWs on one word are totally
     // ordered, so either this sees k_blocked / k_fiber (and wakes) or the waiter's fetch_or
@@ -134,54 +131,67 @@ class task_group {
     const std::uint32_t prev = m_state.fetch_sub(1, std::memory_order_acq_rel);
     if ((prev & k_count) != 1)
       return;
-    detail::fiber* waiter = nullptr;
+    fiber_waiter* list = nullptr;
     if ((prev & k_fiber) != 0) {
-      // The mark is cleared before the record is taken: a new waiter can only install itself
-      // after the take, so its own mark is never cleared by this finisher.
+      std::lock_guard lock(m_waiters_mutex);
+      list = std::exchange(m_waiters, nullptr);
+      // Under the mutex, k_fiber is set exactly while the list is not empty.
       m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
-      // [G6] acq_rel; pairs with [G7] (and the armer's take-back [G8]): whoever takes the
-      // record resumes the waiter, exactly once; the acquire half sees the waiter's record.
-      waiter = m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel);
     }
     if ((prev & k_blocked) != 0)
       detail::futex_wake(m_state, INT32_MAX);
-    if (waiter != nullptr)
-      detail::fiber_runtime::make_ready(waiter);
+    while (list != nullptr) {
+      // Read before the wake-up: the resumed fiber may return and end the node's life at once.
+      fiber_waiter* next = list->next;
+      detail::fiber_runtime::make_ready(list->suspended);
+      list = next;
+    }
   }
+
+  /// A suspended waiter, on its own fiber's stack; listed under m_waiters_mutex.
+  struct fiber_waiter {
+    detail::fiber* suspended = nullptr;
+    fiber_waiter* next = nullptr;
+  };
 
   /// wait() on a worker: runs what is left on the worker's own deque, then suspends.
   void wait_in_worker(detail::scheduler& s) {
     struct arm_group final : detail::suspend_arm {
       task_group* group;
+      fiber_waiter self;
       explicit arm_group(task_group* g) noexcept : group(g) {}
       void arm(detail::fiber* suspended) noexcept override {
-        detail::fiber* none = nullptr;
-        // [G7] acq_rel; pairs with [G6]. Another fiber already waits: resume at once (the
-        // waiter then helps instead).
-        if (!group->m_fiber_waiter.compare_exchange_strong(
-                none, suspended, std::memory_order_acq_rel)) {
+        self.suspended = suspended;
+        bool resume_now = false;
+        {
+          std::lock_guard lock(group->m_waiters_mutex);
+          self.next = group->m_waiters;
+          group->m_waiters = &self;
+          // [G5] acq_rel; pairs with [G2]: a finisher that takes the count to 0 sees k_fiber
+          // (and then takes the list, with this waiter in it, under the mutex), or this sees the
+          // count already at 0 and takes itself back out.
+          const std::uint32_t prev = group->m_state.fetch_or(k_fiber, std::memory_order_acq_rel);
+          resume_now = (prev & k_count) == 0;
+          if (resume_now) {
+            group->m_waiters = self.next;  // still the head: the mutex is held
+            if (group->m_waiters == nullptr)
+              group->m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
+          }
+        }
+        if (resume_now)
           detail::fiber_runtime::make_ready(suspended);
-          return;
-        }
-        // [G5] acq_rel; pairs with [G2]: a finisher that takes the count to 0 sees k_fiber, or
-        // this sees the count already at 0 and takes the record back itself.
-        const std::uint32_t prev = group->m_state.fetch_or(k_fiber, std::memory_order_acq_rel);
-        if ((prev & k_count) == 0) {
-          group->m_state.fetch_and(~k_fiber, std::memory_order_relaxed);
-          // [G8] acq_rel; pairs with [G6]: the record is taken back here or by a finisher.
-          if (group->m_fiber_waiter.exchange(nullptr, std::memory_order_acq_rel) != nullptr)
-            detail::fiber_runtime::make_ready(suspended);
-        }
       }
     } arm{this};
     while (pending() != 0) {
       if (s.run_local_task())
         continue;
-      if (m_fiber_waiter.load(std::memory_order_relaxed) == nullptr && s.suspend(arm))
-        continue;  // resumed: the count reached 0, or another fiber was already waiting
-      s.help_until([this] {
-        return pending() == 0;
-      });
+      if (s.suspend(arm))
+        continue;  // resumed: the count reached 0 (or a later run() made it pending again)
+      if (!s.help_until([this] {
+            return pending() == 0;
+          })) {
+        detail::refuse_wait();
+      }
       return;
     }
   }
@@ -204,7 +214,8 @@ class task_group {
 
   executor& m_executor;
   std::atomic<std::uint32_t> m_state{0};  // k_count bits: tasks not finished; futex word
-  std::atomic<detail::fiber*> m_fiber_waiter{nullptr};  // the suspended waiter, if any
+  std::mutex m_waiters_mutex;             // the wait path and the last finisher only
+  fiber_waiter* m_waiters = nullptr;      // suspended waiters; guarded by m_waiters_mutex
   std::atomic<bool> m_has_error{false};
   std::mutex m_error_mutex;
   std::exception_ptr m_error;

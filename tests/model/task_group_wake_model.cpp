@@ -1,9 +1,9 @@
-// Relacy model check of task_group's fiber-waiter protocol (include/offload/task_group.hpp:
-// finish_one() [G2] [G6], wait_in_worker()'s arm [G5] [G7] [G8]), transcribed with the same
-// memory orders: a suspended waiter is resumed exactly once, and only once the count is 0 or when
-// another waiter already holds the slot (it then helps instead). Keep in sync with task_group.hpp.
-// Checked to catch the race a review found: taking the record before clearing the mark in
-// finish_one() makes second_waiter_test fail (waiter 2 is never resumed).
+// Relacy model check of task_group's protocol for suspended waiters
+// (include/offload/task_group.hpp: finish_one() [G2], wait_in_worker()'s arm [G5], the waiter list
+// under m_waiters_mutex), transcribed with the same memory orders: every suspended waiter is
+// resumed exactly once, never while tasks it waits for are pending, whatever the number of waiters
+// and finishers, and also when the group is reused (run() after the count reached 0). Keep in sync
+// with task_group.hpp.
 
 // clang-format off
 #include <cstdint>
@@ -14,23 +14,26 @@ namespace {
 
 constexpr std::uint32_t k_fiber = 0x4000'0000u;
 constexpr std::uint32_t k_count = ~(0x8000'0000u | k_fiber);
+constexpr int k_max_waiters = 4;
 
 struct group_model {
   offload_model::atomic<std::uint32_t> state{0};
-  offload_model::atomic<int> waiter{0};      // 0: none; else the waiting fiber's id
-  offload_model::atomic<int> wakes[3];       // resumptions per waiter id (1, 2)
-  offload_model::atomic<int> woke_early[3];  // resumed while tasks were pending
+  rl::mutex waiters_mutex;
+  rl::var<std::uint32_t> listed;  // bit per waiter id in the list; guarded
+  offload_model::atomic<int> wakes[k_max_waiters];
+  offload_model::atomic<int> woke_early[k_max_waiters];  // resumed while the count was not 0
 
   group_model() {
-    for (int i = 0; i < 3; ++i) {
+    listed($) = 0;
+    for (int i = 0; i < k_max_waiters; ++i) {
       wakes[i].store(0, std::memory_order::relaxed);
       woke_early[i].store(0, std::memory_order::relaxed);
     }
   }
 
-  void make_ready(int id, bool count_zero) {
+  void make_ready(int id) {
     wakes[id].fetch_add(1, std::memory_order::relaxed);
-    if (!count_zero)
+    if ((state.load(std::memory_order::acquire) & k_count) != 0)
       woke_early[id].fetch_add(1, std::memory_order::relaxed);
   }
 
@@ -40,36 +43,41 @@ struct group_model {
     const std::uint32_t prev = state.fetch_sub(1, std::memory_order::acq_rel);  // [G2]
     if ((prev & k_count) != 1)
       return;
-    int w = 0;
+    std::uint32_t list = 0;
     if ((prev & k_fiber) != 0) {
+      waiters_mutex.lock($);
+      list = listed($);
+      listed($) = 0;
       state.fetch_and(~k_fiber, std::memory_order::relaxed);
-      w = waiter.exchange(0, std::memory_order::acq_rel);  // [G6]
+      waiters_mutex.unlock($);
     }
-    if (w != 0)
-      make_ready(w, true);
+    for (int id = 0; id < k_max_waiters; ++id) {
+      if ((list & (1u << id)) != 0)
+        make_ready(id);
+    }
   }
 
-  /// The arm of a fiber `id` that found tasks pending; returns false if another waiter held the
-  /// slot (resumed at once: it helps instead).
+  /// The arm of waiter `id`, run once its fiber is suspended (it found the count above 0).
   void arm(int id) {
-    int none = 0;
-    if (!waiter.compare_exchange_strong(none,
-                                        id,
-                                        std::memory_order::acq_rel,
-                                        std::memory_order::acquire)) {  // [G7]
-      make_ready(id, true);  // counts as expected: the waiter helps, it does not sleep
-      return;
-    }
+    bool resume_now = false;
+    waiters_mutex.lock($);
+    listed($) = listed($) | (1u << id);
     const std::uint32_t prev = state.fetch_or(k_fiber, std::memory_order::acq_rel);  // [G5]
-    if ((prev & k_count) == 0) {
-      state.fetch_and(~k_fiber, std::memory_order::relaxed);
-      if (waiter.exchange(0, std::memory_order::acq_rel) != 0)  // [G8]
-        make_ready(id, true);
+    resume_now = (prev & k_count) == 0;
+    if (resume_now) {
+      listed($) = listed($) & ~(1u << id);
+      if (listed($) == 0)
+        state.fetch_and(~k_fiber, std::memory_order::relaxed);
     }
+    waiters_mutex.unlock($);
+    if (resume_now)
+      make_ready(id);
   }
+
+  int wakes_of(int id) { return wakes[id].load(std::memory_order::relaxed); }
 };
 
-// Two tasks finish while one waiter arms: it is resumed exactly once, never early.
+// Two tasks finish while a waiter arms: it is resumed exactly once, never early.
 struct two_finishers_test : rl::test_suite<two_finishers_test, 3> {
   group_model* g = nullptr;
   void before() {
@@ -81,41 +89,87 @@ struct two_finishers_test : rl::test_suite<two_finishers_test, 3> {
     if (index < 2)
       g->finish_one();
     else
-      g->arm(1);
+      g->arm(0);
   }
   void after() {
-    RL_ASSERT(g->wakes[1].load(std::memory_order::relaxed) == 1);
-    RL_ASSERT(g->woke_early[1].load(std::memory_order::relaxed) == 0);
-    RL_ASSERT((g->state.load(std::memory_order::relaxed) & k_count) == 0);
+    RL_ASSERT(g->wakes_of(0) == 1);
+    RL_ASSERT(g->woke_early[0].load(std::memory_order::relaxed) == 0);
+    RL_ASSERT(g->state.load(std::memory_order::relaxed) == 0);  // no mark left behind
     delete g;
   }
 };
 
-// The race a review found: waiter 1 is armed on the last task; while its finisher runs, another
-// thread runs a new task, waiter 2 arms, and the new task finishes. Each waiter is resumed
-// exactly once (a second waiter may be resumed at once to help, while the slot is taken).
-struct second_waiter_test : rl::test_suite<second_waiter_test, 2> {
+// The last task finishes while two waiters arm.
+struct two_waiters_test : rl::test_suite<two_waiters_test, 3> {
   group_model* g = nullptr;
   void before() {
     g = new group_model;
     g->run();
-    g->arm(1);  // count 1: armed and suspended
-    RL_ASSERT(g->wakes[1].load(std::memory_order::relaxed) == 0);
+  }
+  void thread(unsigned index) {
+    if (index == 0)
+      g->finish_one();
+    else
+      g->arm(static_cast<int>(index) - 1);
+  }
+  void after() {
+    for (int id = 0; id < 2; ++id) {
+      RL_ASSERT(g->wakes_of(id) == 1);
+      RL_ASSERT(g->woke_early[id].load(std::memory_order::relaxed) == 0);
+    }
+    RL_ASSERT(g->state.load(std::memory_order::relaxed) == 0);
+    delete g;
+  }
+};
+
+// Waiter 0 is listed on the last task; while its finisher runs, another thread reuses the group
+// (run() again), waiter 1 arms, and the new task finishes. Each is resumed exactly once.
+struct reuse_while_finishing_test : rl::test_suite<reuse_while_finishing_test, 2> {
+  group_model* g = nullptr;
+  void before() {
+    g = new group_model;
+    g->run();
+    g->arm(0);  // count 1: listed and suspended
+    RL_ASSERT(g->wakes_of(0) == 0);
   }
   void thread(unsigned index) {
     if (index == 0) {
       g->finish_one();
     } else {
       g->run();
-      g->arm(2);
+      g->arm(1);
       g->finish_one();
     }
   }
   void after() {
-    RL_ASSERT(g->wakes[1].load(std::memory_order::relaxed) == 1);
-    RL_ASSERT(g->wakes[2].load(std::memory_order::relaxed) == 1);
-    RL_ASSERT(g->woke_early[1].load(std::memory_order::relaxed) == 0);
-    RL_ASSERT(g->waiter.load(std::memory_order::relaxed) == 0);
+    RL_ASSERT(g->wakes_of(0) == 1);
+    RL_ASSERT(g->wakes_of(1) == 1);  // (waiter 0 may see the reused count: it waits again)
+    RL_ASSERT(g->state.load(std::memory_order::relaxed) == 0);
+    delete g;
+  }
+};
+
+// Two finishers and two waiters, all concurrent (random schedules: a full search of four
+// threads takes minutes).
+struct four_threads_test : rl::test_suite<four_threads_test, 4> {
+  group_model* g = nullptr;
+  void before() {
+    g = new group_model;
+    g->run();
+    g->run();
+  }
+  void thread(unsigned index) {
+    if (index < 2)
+      g->finish_one();
+    else
+      g->arm(static_cast<int>(index) - 2);
+  }
+  void after() {
+    for (int id = 0; id < 2; ++id) {
+      RL_ASSERT(g->wakes_of(id) == 1);
+      RL_ASSERT(g->woke_early[id].load(std::memory_order::relaxed) == 0);
+    }
+    RL_ASSERT(g->state.load(std::memory_order::relaxed) == 0);
     delete g;
   }
 };
@@ -128,7 +182,13 @@ int main() {
   p.iteration_count = 0;
   if (!rl::simulate<two_finishers_test>(p))
     return 1;
-  if (!rl::simulate<second_waiter_test>(p))
+  if (!rl::simulate<two_waiters_test>(p))
+    return 1;
+  if (!rl::simulate<reuse_while_finishing_test>(p))
+    return 1;
+  rl::test_params r;
+  r.iteration_count = 300000;
+  if (!rl::simulate<four_threads_test>(r))
     return 1;
   return 0;
 }

@@ -63,10 +63,13 @@ TEST(Coroutines, AwaitsFuturesAndNestedTasks) {
       return 20;
     });
     const int x = co_await std::move(a);
-    const int y = co_await chain(1000);  // symmetric transfer: no stack growth per level
-    co_return x + y;
+    // Symmetric transfer: no stack growth per level where the compiler makes the resumption a
+    // tail call, which GCC does not under AddressSanitizer (there each level takes a frame).
+    constexpr int k_depth = OFFLOAD_ASAN ? 100 : 1000;
+    const int y = co_await chain(k_depth);
+    co_return x + y - k_depth;
   });
-  EXPECT_EQ(f.get(), 1020);
+  EXPECT_EQ(f.get(), 20);
 }
 
 TEST(Coroutines, ParallelFib) {

@@ -11,6 +11,7 @@
 /// race with the suspension. Fibers never migrate: a woken fiber is resumed by the worker it
 /// belongs to, so thread-local storage seen by a task never changes under it.
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -19,9 +20,10 @@
 #include <utility>
 
 #include <boost/context/fiber.hpp>
-#include <boost/context/protected_fixedsize_stack.hpp>
 
 #include "offload/detail/event_count.hpp"
+#include "offload/detail/fiber_stack.hpp"
+#include "offload/detail/fiber_switch_annotations.hpp"
 #include "offload/lane.hpp"
 
 #if defined(__GLIBCXX__) && !defined(__ARM_EABI_UNWINDER__)
@@ -30,23 +32,6 @@
 // __cxa_eh_globals); each fiber gets its own copy, swapped on every switch, so a task may wait
 // inside a catch block or while unwinding.
 #define OFFLOAD_FIBER_EH_SWAP 1
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define OFFLOAD_TSAN_FIBERS 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define OFFLOAD_TSAN_FIBERS 1
-#endif
-#endif
-
-#if defined(OFFLOAD_TSAN_FIBERS)
-extern "C" {
-void* __tsan_get_current_fiber(void);
-void* __tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void* fiber);
-void __tsan_switch_to_fiber(void* fiber, unsigned flags);
-}
 #endif
 
 namespace offload::detail {
@@ -74,10 +59,8 @@ struct fiber {
   fiber* next = nullptr;          ///< link in the idle list or the ready stack
   exception_state exceptions;     ///< its exception state while it is not running
   std::uint64_t yield_mark = 0;   ///< tasks started on the worker when it yielded
-  char* stack_low = nullptr;      ///< lowest usable stack address (null: the thread's stack)
-#if defined(OFFLOAD_TSAN_FIBERS)
-  void* tsan = nullptr;
-#endif
+  stack_bounds stack;             ///< usable stack (null low: the thread's, when unknown)
+  fiber_sanitizer_state sanitizer;
 };
 
 /// What a fiber does right after it suspended, on the fiber that took over. `arm` registers
@@ -91,39 +74,61 @@ struct suspend_arm {
 };
 
 /// One worker's fibers. Every member is for the owning worker thread only, except
-/// make_ready(), which any thread may call.
+/// make_ready(), which any thread may call, and the constructor and prepare(), which run before
+/// the worker starts.
+///
+/// Life of a fiber: made with a guarded stack (prepare(), or when a task suspends and no idle or
+/// woken fiber can take over); runs the worker loop; when its task waits, it is suspended and
+/// another fiber carries on; once woken it runs again on this worker and, when its task ends,
+/// goes back to the loop; surplus fibers (more than k_max_idle idle) and, at the end, every
+/// fiber are destroyed from another fiber, which unwinds their stacks (Boost's forced_unwind),
+/// so that no fiber ever ends by returning from its entry function (ThreadSanitizer's shadow
+/// stacks stay balanced, and AddressSanitizer sees every switch).
 class fiber_runtime {
  public:
   /// Runs the worker loop on a fresh fiber; the loop runs on the same fiber until that fiber
-  /// waits. `loop(ctx)` returns when the worker should stop (and at idle fibers' exit).
+  /// waits. `loop(ctx)` returns when the worker should stop.
   using loop_fn = void (*)(void* ctx);
 
   fiber_runtime(std::size_t stack_size, event_count& wake) noexcept
       : m_stack_size(stack_size), m_wake(&wake) {}
   fiber_runtime(const fiber_runtime&) = delete;
   fiber_runtime& operator=(const fiber_runtime&) = delete;
-  ~fiber_runtime() = default;  // run() ends every fiber it made
+  ~fiber_runtime() {
+    if (m_first_stack.sp != nullptr)  // prepared, never run (the executor failed to start)
+      guarded_stack(m_stack_size, nullptr).deallocate(m_first_stack);
+  }
+
+  /// Maps the first fiber's stack now, on the calling thread, so that a worker that cannot get
+  /// one fails the executor's construction instead of its thread. Throws std::system_error (the
+  /// guarded stack could not be mapped).
+  void prepare() {
+    if (m_first_stack.sp == nullptr)
+      m_first_stack = guarded_stack(m_stack_size, &m_first_bounds).allocate();
+  }
 
   /// On the worker thread's own stack: runs `loop` on fibers until it returns; then ends every
-  /// idle fiber. Precondition: no fiber of this worker is suspended in a wait (suspended() == 0).
+  /// fiber. Precondition: prepare() ran; no fiber of this worker is suspended in a wait when the
+  /// loop returns (suspended() == 0).
   void run(loop_fn loop, void* ctx) {
     m_loop = loop;
     m_loop_ctx = ctx;
     m_main.home = this;
-#if defined(OFFLOAD_TSAN_FIBERS)
-    m_main.tsan = __tsan_get_current_fiber();
-#endif
+    m_main.stack = current_thread_stack();
+    sanitizer_fiber_created(m_main.sanitizer, true);
     m_current = &m_main;
-    fiber* first = new_fiber();
-    switch_to(first, after::nothing);  // returns when the loop fiber that saw the stop ends
+    fiber* first = new_fiber(&m_first_stack);  // adopts the prepared stack: cannot fail for it
+    switch_to(first, after::nothing);
+    // The loop fiber that saw the stop switched back here (see new_fiber()); it and every idle
+    // fiber are unwound and freed.
     m_current = &m_main;
-    release_idle();
+    retire(m_from);
+    while (fiber* f = take_idle()) retire(f);
+    sanitizer_fiber_destroyed(m_main.sanitizer, true);
   }
 
   /// The fiber running now; null outside run().
-  fiber* current() const noexcept {
-    return m_current;
-  }
+  fiber* current() const noexcept { return m_current; }
 
   /// True if the calling task may suspend: it runs on a pooled fiber (and, on a C++ runtime
   /// whose exception state cannot be swapped per fiber, is not inside a catch block or stack
@@ -137,28 +142,33 @@ class fiber_runtime {
 #endif
   }
 
-  /// Bytes of stack left below the caller (a large value on the thread's own stack).
-  std::size_t stack_room() const noexcept {
-    char here = 0;
-    char* low = m_current != nullptr ? m_current->stack_low : nullptr;
-    if (low == nullptr)
-      return SIZE_MAX;
-    return static_cast<std::size_t>(&here - low);
+  /// The stack of the fiber (or thread) running now; the thread's before run().
+  const stack_bounds& current_stack() const noexcept {
+    return m_current != nullptr ? m_current->stack : m_main.stack;
   }
 
-  /// Suspends the calling task's fiber: the worker goes on with an idle (or new) fiber, on which
-  /// `a.arm(suspended)` runs first. Returns once make_ready(suspended) was called and this
-  /// worker resumed it. Thread-locals that other tasks change meanwhile (the task context) are
-  /// the caller's to save and restore. Precondition: can_suspend().
+  /// Suspends the calling task's fiber: the worker goes on with an idle fiber, a woken one, or a
+  /// new one (in that order), on which `a.arm(suspended)` runs first. Returns once
+  /// make_ready(suspended) was called and this worker resumed it. Thread-locals that other tasks
+  /// change meanwhile (the task context) are the caller's to save and restore. Throws (nothing
+  /// changed) when no fiber can take over: std::system_error when a guarded stack cannot be
+  /// mapped, std::bad_alloc. Precondition: can_suspend().
   void suspend(suspend_arm& a) {
     fiber* next = take_idle();
+    bool woken = false;
+    if (next == nullptr) {
+      next = take_ready();
+      woken = next != nullptr;
+    }
     if (next == nullptr)
-      next = new_fiber();  // may throw std::bad_alloc / std::system_error: nothing changed
+      next = new_fiber();  // may throw: nothing changed
     m_arm = &a;
-    m_suspended.store(m_suspended.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_relaxed);  // owner-written gauge, read by health()
+    // Owner-written gauge, read by health(): one more suspended, and one fewer if the fiber
+    // taking over was itself suspended.
+    m_suspended.store(m_suspended.load(std::memory_order_relaxed) + (woken ? 0 : 1),
+                      std::memory_order_relaxed);
     switch_to(next, after::arm);
-    // Resumed by the worker loop (resume_ready) on this same worker.
+    // Resumed by the worker loop (resume_ready) or by another suspend() on this same worker.
   }
 
   /// Any thread: `f` (suspended in suspend() and armed) may run again. Exactly once per
@@ -245,11 +255,6 @@ class fiber_runtime {
     return m_suspended.load(std::memory_order_relaxed);
   }
 
-  /// True once run() is ending: an idle fiber resumed with it set returns from the loop.
-  bool exiting() const noexcept {
-    return m_exiting;
-  }
-
   std::size_t stack_size() const noexcept {
     return m_stack_size;
   }
@@ -270,43 +275,36 @@ class fiber_runtime {
     return true;
   }
 
-  /// A stack allocator that records the stack's bounds in the fiber.
-  struct recording_stack {
-    boost::context::protected_fixedsize_stack inner;
-    fiber* record;
-    boost::context::stack_context allocate() {
-      boost::context::stack_context s = inner.allocate();
-      // The lowest page of the mapping is the guard page.
-      record->stack_low =
-          static_cast<char*>(s.sp) - s.size + boost::context::stack_traits::page_size();
-      return s;
-    }
-    void deallocate(boost::context::stack_context& s) noexcept { inner.deallocate(s); }
-  };
-
-  fiber* new_fiber() {
+  /// A new fiber on a new guarded stack, or on `prepared` (prepare()'s, which it takes).
+  fiber* new_fiber(boost::context::stack_context* prepared = nullptr) {
     auto f = std::make_unique<fiber>();
     f->home = this;
-    f->context = boost::context::fiber(
-        std::allocator_arg,
-        recording_stack{boost::context::protected_fixedsize_stack(m_stack_size), f.get()},
-        [this](boost::context::fiber&& from) {
-          arrived(std::move(from));
-          if (!m_exiting)
-            m_loop(m_loop_ctx);
-          // The loop returned: the worker stops (or this idle fiber was told to end). Back to
-          // the thread's own context; Boost frees this stack once it is left.
-          fiber* self = m_current;
-          m_current = &m_main;
-          m_retired = self;
-          load_exceptions(m_main);
-#if defined(OFFLOAD_TSAN_FIBERS)
-          __tsan_switch_to_fiber(m_main.tsan, 0);
-#endif
-          return std::move(m_main.context);
-        });
-#if defined(OFFLOAD_TSAN_FIBERS)
-    f->tsan = __tsan_create_fiber(0);
+    boost::context::stack_context stack;
+    if (prepared != nullptr) {
+      stack = std::exchange(*prepared, {});
+      f->stack = m_first_bounds;
+    } else {
+      stack = guarded_stack(m_stack_size, &f->stack).allocate();  // throws: nothing to undo
+    }
+    sanitizer_fiber_created(f->sanitizer, false);
+    // Making the context runs Boost's entry code on the new stack up to its first jump back: a
+    // switch there and back, as far as the sanitizers are concerned.
+    before_switch(m_current->sanitizer, f->sanitizer, f->stack);
+    f->context = boost::context::fiber(std::allocator_arg,
+                                       boost::context::preallocated(stack.sp, stack.size, stack),
+                                       guarded_stack(m_stack_size, nullptr),
+                                       [this](boost::context::fiber&& from) {
+                                         arrived(std::move(from));
+                                         m_loop(m_loop_ctx);
+                                         // The worker stops: back to the thread's own context in
+                                         // run(), which destroys this fiber from there (unwinding
+                                         // this stack). Never returns.
+                                         switch_to(&m_main, after::nothing);
+                                         return boost::context::fiber();  // not reached
+                                       });
+    after_switch(m_current->sanitizer, nullptr);
+#if OFFLOAD_TSAN
+    __tsan_switch_to_fiber(m_current->sanitizer.tsan, 0);  // before_switch() moved TSan to f
 #endif
     m_fibers.store(m_fibers.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return f.release();
@@ -320,22 +318,26 @@ class fiber_runtime {
     m_current = to;
     save_exceptions(*from);
     load_exceptions(*to);
-#if defined(OFFLOAD_TSAN_FIBERS)
-    __tsan_switch_to_fiber(to->tsan, 0);
-#endif
-    boost::context::fiber back = std::move(to->context).resume();
+    before_switch(from->sanitizer, to->sanitizer, to->stack);
+    boost::context::fiber back;
+    try {
+      back = std::move(to->context).resume();
+    } catch (const boost::context::detail::forced_unwind&) {
+      // This fiber is being destroyed by retire(), which runs on m_current: its stack unwinds
+      // to the entry function, then control goes back there for good.
+      after_switch(from->sanitizer, nullptr);
+      before_dying_switch(from->sanitizer, m_current->stack);
+      throw;
+    }
     // Running again as `from` (on this worker: fibers never migrate).
     arrived(std::move(back));
   }
 
-  /// First thing on the fiber that got control: stores the context of the fiber that left
-  /// (`from`) and runs the after-switch action.
+  /// First thing on the fiber that got control: the sanitizers' side of the switch, the context
+  /// of the fiber that left (`m_from`) and the after-switch action.
   void arrived(boost::context::fiber&& from) noexcept {
-    if (m_retired != nullptr) {  // a fiber that ended (Boost freed its stack): forget it
-      delete_record(std::exchange(m_retired, nullptr));
-      return;
-    }
     fiber* left = m_from;
+    after_switch(m_current->sanitizer, &left->stack);
     left->context = std::move(from);
     switch (m_after) {
       case after::nothing:
@@ -364,18 +366,18 @@ class fiber_runtime {
     return f;
   }
 
-  /// Ends an idle fiber from another one: destroying its context unwinds its stack (Boost
-  /// throws forced_unwind at its suspension point, in the worker loop, outside any task) and
-  /// frees it; control then comes back here.
+  /// Ends a fiber suspended in switch_to() from the running one: destroying its context resumes
+  /// it with Boost's forced_unwind, which unwinds its stack (outside any task: idle and exiting
+  /// fibers wait in the worker loop) and frees it; control then comes back here.
   void retire(fiber* f) noexcept {
     save_exceptions(*m_current);
     load_exceptions(*f);
-#if defined(OFFLOAD_TSAN_FIBERS)
-    __tsan_switch_to_fiber(f->tsan, 0);
-#endif
+    before_switch(m_current->sanitizer, f->sanitizer, f->stack);
     { boost::context::fiber doomed = std::move(f->context); }
-#if defined(OFFLOAD_TSAN_FIBERS)
-    __tsan_switch_to_fiber(m_current->tsan, 0);
+    after_switch(m_current->sanitizer, nullptr);
+    release_dead_fake_stack(m_current->stack, f->sanitizer);
+#if OFFLOAD_TSAN
+    __tsan_switch_to_fiber(m_current->sanitizer.tsan, 0);  // before_switch() moved TSan to f
 #endif
     load_exceptions(*m_current);
     delete_record(f);
@@ -410,20 +412,8 @@ class fiber_runtime {
     return f;
   }
 
-  /// Ends every idle fiber: each is resumed with m_exiting set, returns from its loop and
-  /// switches back here.
-  void release_idle() noexcept {
-    m_exiting = true;
-    while (fiber* f = take_idle()) {
-      m_current = &m_main;
-      switch_to(f, after::nothing);
-    }
-  }
-
   void delete_record(fiber* f) noexcept {
-#if defined(OFFLOAD_TSAN_FIBERS)
-    __tsan_destroy_fiber(f->tsan);
-#endif
+    sanitizer_fiber_destroyed(f->sanitizer, false);
     m_fibers.store(m_fibers.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
     delete f;
   }
@@ -432,12 +422,13 @@ class fiber_runtime {
   event_count* m_wake;
   loop_fn m_loop = nullptr;
   void* m_loop_ctx = nullptr;
+  boost::context::stack_context m_first_stack{};  // mapped by prepare(), taken by run()
+  stack_bounds m_first_bounds{};
   fiber m_main;                // the worker thread's own context
   fiber* m_current = nullptr;  // running now
   fiber* m_from = nullptr;     // the fiber that just switched away (for arrived())
   after m_after = after::nothing;
-  suspend_arm* m_arm = nullptr;  // the armer of the fiber that is suspending
-  fiber* m_retired = nullptr;    // a fiber whose loop ended, to delete once it is left
+  suspend_arm* m_arm = nullptr;                  // the armer of the fiber that is suspending
   static constexpr std::size_t k_max_idle = 16;  // spare fibers kept per worker
   fiber* m_idle = nullptr;  // loop fibers parked between tasks, ready to take over
   std::size_t m_idle_count = 0;
@@ -451,7 +442,6 @@ class fiber_runtime {
   std::atomic<std::uint32_t> m_suspended{0};
   std::atomic<std::uint32_t> m_wakers{0};  // make_ready() calls in progress
   std::atomic<std::size_t> m_fibers{0};    // fibers alive (not counting m_main); owner-written
-  bool m_exiting = false;
 };
 
 }  // namespace offload::detail

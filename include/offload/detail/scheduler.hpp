@@ -9,6 +9,7 @@
 #include "offload/clock.hpp"
 #include "offload/detail/fiber.hpp"
 #include "offload/detail/task.hpp"
+#include "offload/error.hpp"
 
 namespace offload::detail {
 
@@ -20,9 +21,12 @@ class scheduler {
   /// accepts work; the task then still belongs to the caller, who must discard it. Thread-safe.
   virtual void schedule(task_node* task) = 0;
 
-  /// Runs or helps run queued work on the calling worker until `done()` returns true. Used by
-  /// waits inside tasks so that a pool of one worker never deadlocks. Calling worker only.
-  virtual void help_until(const std::function<bool()>& done) = 0;
+  /// Runs or helps run queued work on the calling worker (and lets its woken fibers run) until
+  /// `done()` returns true, then returns true. Used by waits inside tasks that cannot suspend, so
+  /// that a pool of one worker never deadlocks. Returns false, without waiting further, when the
+  /// calling stack has no room left to run another task nested: the caller must then wait
+  /// without helping, or refuse the wait (refuse_wait()). Calling worker only.
+  virtual bool help_until(const std::function<bool()>& done) = 0;
 
   /// Queues a task in the lane already set in task->lane: a continuation of accepted work (a
   /// coroutine resuming), accepted until the scheduler stops, never refused for capacity.
@@ -58,6 +62,15 @@ class scheduler {
  protected:
   ~scheduler() = default;
 };
+
+/// Ends a wait inside a task that can neither suspend (fibers off, or no fiber stack could be
+/// mapped) nor help (its stack has no room to run another task): throws offload::error, so that
+/// the task fails with a reason instead of overflowing its stack or deadlocking its worker.
+[[noreturn]] inline void refuse_wait() {
+  throw offload::error(
+      "offload: a task cannot wait here: it cannot suspend (fibers are off, or no guarded fiber "
+      "stack could be mapped) and its stack has no room left to run other tasks while it waits");
+}
 
 /// Set on each worker thread for its whole life; null on other threads.
 inline thread_local scheduler* tl_current_scheduler = nullptr;

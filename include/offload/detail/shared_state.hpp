@@ -357,9 +357,11 @@ class shared_state_base {
         continue;
       if (s.suspend(arm))
         continue;  // resumed: ready
-      s.help_until([this] {
-        return is_ready();
-      });
+      if (!s.help_until([this] {
+            return is_ready();
+          })) {
+        refuse_wait();
+      }
       return;
     }
   }

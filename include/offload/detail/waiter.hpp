@@ -89,9 +89,13 @@ void wait_as_task_or_thread(TryNow try_now) {
     // would wake it may be queued behind it.
     if (try_now(&self))
       return;
-    s->help_until([&self] {
-      return self.woken.load(std::memory_order_acquire) != 0;  // [WT2]
-    });
+    // `self` is queued: the wait cannot be refused, so without stack room to help the thread
+    // blocks until woken.
+    if (!s->help_until([&self] {
+          return self.woken.load(std::memory_order_acquire) != 0;  // [WT2]
+        })) {
+      self.block();
+    }
     return;
   }
   if (try_now(&self))

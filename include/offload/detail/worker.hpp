@@ -141,6 +141,7 @@ struct worker {
   // Owner-written, read by health(): tasks on fibers suspended in a wait, nested ones included.
   std::atomic<std::uint32_t> suspended_frames{0};
   std::unique_ptr<fiber_runtime> fibers;  // null: fibers off (waits block the worker)
+  stack_bounds thread_stack;              // owner only: the worker thread's own stack
   alignas(k_cache_line) worker_counters counters;
   std::thread thread;
 };
