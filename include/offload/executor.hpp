@@ -86,9 +86,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   explicit executor(executor_options options = {})
       : m_options((options.validate(), std::move(options))),
         m_uid(next_uid()),
-        m_timers(m_options.clock, [this](detail::task_node* node) {
-          requeue_from_timer(node);
-        }) {
+        m_timers(
+            m_options.clock,
+            [this](detail::task_node* node) {
+              requeue_from_timer(node);
+            },
+            static_cast<detail::scheduler*>(this)) {
     detail::tick_clock::warm_up();
     // Registers the process for membarrier now (once per process; with threads already running
     // the kernel waits for an RCU grace period, which no task should pay for).
@@ -630,10 +633,18 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::tl_current_scheduler == this ? tl_worker : nullptr;
   }
 
+  /// A continuation of accepted work (then()): never refused for capacity, accepted until the
+  /// executor stopped (see scheduler::schedule()).
   void schedule(detail::task_node* node) override {
     detail::worker* w = current_worker();
     node->lane = inherited_lane(w);
-    enqueue_or_throw(node, w);
+    if (w != nullptr) {
+      enqueue_or_throw(node, w);
+      return;
+    }
+    const std::size_t l = index_of(node->lane);
+    mark_lane_used(l);
+    enqueue_external(node, l, node->name(), node->lane, true);
   }
 
   void schedule_in_lane(detail::task_node* node) override {
@@ -753,7 +764,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       if (!target->try_claim())
         return;  // the follower was cancelled
       if (std::exception_ptr e = source->exception()) {
-        target->set_exception(std::move(e));
+        target->set_exception(std::move(e), source->state());
         return;
       }
       try {
@@ -765,6 +776,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       } catch (...) {
         target->set_exception(std::current_exception());
       }
+    }
+    bool runs_user_code() const noexcept override {
+      return !source->exception();  // a copy of the result runs R's copy constructor
     }
     detail::state_ref<R> source;
     detail::state_ref<R> target;
@@ -780,8 +794,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
     task_outcome operator()() {
       if (state->try_claim()) {
         ex->release_key(key, ticket);
-        state->store_exception(std::make_exception_ptr(
-            offload::expired("offload: task expired: its deadline passed before it started")));
+        state->store_exception(std::make_exception_ptr(offload::expired(
+                                   "offload: task expired: its deadline passed before it started")),
+                               task_state::expired);
         state->publish();
       }
       return task_outcome::expired;
@@ -1918,6 +1933,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     w.suspended_frames.store(w.suspended_frames.load(std::memory_order_relaxed) + depth,
                              std::memory_order_relaxed);
     const bool dead_letter_recorded = std::exchange(detail::tl_dead_letter_recorded, false);
+    const detail::continuation_queue continuations = std::exchange(detail::tl_continuations, {});
     bool suspended = true;
     try {
       w.fibers->suspend(a);
@@ -1931,6 +1947,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     w.current_lane = task_lane;
     detail::tl_failure = std::move(failure);
     detail::tl_dead_letter_recorded = dead_letter_recorded;
+    detail::tl_continuations = continuations;
     return suspended;
   }
 

@@ -58,8 +58,24 @@ class state_ref {
   shared_state<T>* m_state = nullptr;
 };
 
+/// True if `e`, thrown by a running task, is its answer to a cancellation: the task's future was
+/// cancelled and the task threw offload::cancelled (this_task::stop_requested(), then throw).
+/// The task then ended cancelled; offload::cancelled thrown without a cancel is a failure.
+inline bool honours_cancel(const shared_state_base& state, const std::exception_ptr& e) noexcept {
+  if (!state.cancel_requested())
+    return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const offload::cancelled&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 /// Runs `fn()` and stores its result (or exception) into `state` without publishing it; returns
-/// succeeded, or failed if `fn` threw. Precondition: the caller holds the claim.
+/// succeeded, failed if `fn` threw, or cancelled if it threw offload::cancelled after its future
+/// was cancelled (honours_cancel()). Precondition: the caller holds the claim.
 template <class T, class F>
 task_outcome store_result(shared_state<T>& state, F&& fn) noexcept {
   try {
@@ -72,6 +88,10 @@ task_outcome store_result(shared_state<T>& state, F&& fn) noexcept {
     return task_outcome::succeeded;
   } catch (...) {
     std::exception_ptr e = std::current_exception();
+    if (honours_cancel(state, e)) {
+      state.store_exception(std::move(e), task_state::cancelled);
+      return task_outcome::cancelled;
+    }
     note_failure(e);  // described before the failure is published
     state.store_exception(std::move(e));
     return task_outcome::failed;
@@ -321,6 +341,13 @@ template <class T, class U, class F>
 struct then_continuation final : continuation {
   explicit then_continuation(then_step<T, U, F> s) : step(std::move(s)) {}
   void fire() noexcept override {
+    if (std::exception_ptr e = step.antecedent->exception()) {
+      // `fn` will not run: the continuation's future takes the antecedent's outcome (its
+      // exception, and failed, cancelled or expired) here, without a task.
+      if (step.result->try_claim())
+        step.result->set_exception(std::move(e), step.antecedent->state());
+      return;
+    }
     scheduler* sched = step.antecedent->owner();
     if (sched == nullptr) {
       step();
@@ -339,6 +366,11 @@ struct then_continuation final : continuation {
       if (node != nullptr)
         discard_task(node, discard_reason::rejected);
     }
+  }
+  bool runs_user_code() const noexcept override {
+    // Forwarding a failure or queueing the step on the antecedent's executor runs none; only
+    // the inline step of a promise's future (no executor) does.
+    return !step.antecedent->exception() && step.antecedent->owner() == nullptr;
   }
   then_step<T, U, F> step;
 };

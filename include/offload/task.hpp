@@ -289,6 +289,9 @@ struct future_awaiter {
       std::coroutine_handle<> h;
       on_ready(resume_point w, std::coroutine_handle<> c) noexcept : where(w), h(c) {}
       void fire() noexcept override { where.resume(h); }
+      bool runs_user_code() const noexcept override {
+        return where.sched == nullptr;  // else the resumption is queued on the executor
+      }
     };
     future_access::state(f)->attach(new on_ready(resume_point::of(h), h));
   }

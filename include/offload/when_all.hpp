@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -30,6 +31,7 @@ template <class Combinator>
 struct input_ready final : continuation {
   input_ready(std::shared_ptr<Combinator> c, std::size_t i) : combinator(std::move(c)), index(i) {}
   void fire() noexcept override { combinator->on_ready(index); }
+  bool runs_user_code() const noexcept override { return false; }  // moves futures, publishes
   std::shared_ptr<Combinator> combinator;
   std::size_t index;
 };
@@ -131,9 +133,10 @@ future<std::vector<future<T>>> when_all(std::vector<future<T>> inputs) {
   return mine;
 }
 
-/// A future that is ready when the first input is ready. With no inputs it never becomes ready.
+/// A future that is ready when the first input is ready.
 template <class... T>
 future<when_any_result<std::tuple<future<T>...>>> when_any(future<T>... inputs) {
+  static_assert(sizeof...(T) > 0, "offload::when_any() needs at least one future");
   using seq = std::tuple<future<T>...>;
   using result = when_any_result<seq>;
   auto out = detail::make_output_state<result>();
@@ -143,9 +146,12 @@ future<when_any_result<std::tuple<future<T>...>>> when_any(future<T>... inputs) 
   return mine;
 }
 
-/// Vector form of when_any.
+/// Vector form of when_any. Throws std::invalid_argument for an empty vector (nothing would
+/// ever make it ready).
 template <class T>
 future<when_any_result<std::vector<future<T>>>> when_any(std::vector<future<T>> inputs) {
+  if (inputs.empty())
+    throw std::invalid_argument("offload::when_any: the vector of futures is empty");
   using seq = std::vector<future<T>>;
   using result = when_any_result<seq>;
   auto out = detail::make_output_state<result>();

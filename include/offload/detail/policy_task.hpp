@@ -155,8 +155,8 @@ struct policy_task {
                                                    : task_outcome::cancelled;
     }
     if (state && state->cancel_requested()) {  // cancelled while running an earlier attempt
-      state->store_exception(
-          std::make_exception_ptr(offload::cancelled("offload: task cancelled")));
+      state->store_exception(std::make_exception_ptr(offload::cancelled("offload: task cancelled")),
+                             task_state::cancelled);
       return finish(task_outcome::cancelled);
     }
     std::exception_ptr error;
@@ -178,6 +178,10 @@ struct policy_task {
     }
     if (!error)
       return finish(task_outcome::succeeded);
+    if (state && honours_cancel(*state.get(), error)) {
+      state->store_exception(std::move(error), task_state::cancelled);
+      return finish(task_outcome::cancelled);
+    }
     return on_failure(std::move(error));
   }
 
@@ -196,8 +200,9 @@ struct policy_task {
   task_outcome expire() {
     plan->host->release_key(plan->key, plan->key_ticket);
     if (state && state->try_claim()) {
-      state->store_exception(std::make_exception_ptr(
-          offload::expired("offload: task expired: its deadline passed before it started")));
+      state->store_exception(std::make_exception_ptr(offload::expired(
+                                 "offload: task expired: its deadline passed before it started")),
+                             task_state::expired);
       fn.reset();
       state->publish();
     }

@@ -16,9 +16,11 @@ namespace offload::detail {
 /// What futures and task groups need from an executor.
 class scheduler {
  public:
-  /// Queues a task: on the calling worker's own deque if the caller is one of this scheduler's
-  /// workers, else on the injection queue. Throws offload::rejected if the scheduler no longer
-  /// accepts work; the task then still belongs to the caller, who must discard it. Thread-safe.
+  /// Queues a continuation of accepted work (a then() step) in the lane of the calling task (on
+  /// the calling worker's own deque if the caller is one of this scheduler's workers, else on the
+  /// injection queue): never refused for capacity and accepted until the scheduler stops. Throws
+  /// offload::rejected once stopped; the task then still belongs to the caller, who must discard
+  /// it. Thread-safe.
   virtual void schedule(task_node* task) = 0;
 
   /// Runs or helps run queued work on the calling worker (and lets its woken fibers run) until

@@ -31,6 +31,10 @@ namespace offload::detail {
 /// state (or on the thread that attaches it, if the state is already ready); must not block.
 struct continuation {
   virtual void fire() noexcept = 0;
+  /// False if fire() runs no code of the user's (it wakes a fiber, forwards an exception, queues
+  /// a task): such continuations run even on a thread that must not run user code (see
+  /// continuation_sink). Asked once the state is ready, just before fire().
+  virtual bool runs_user_code() const noexcept { return true; }
   virtual ~continuation() = default;
   continuation* next = nullptr;
   /// False for a continuation owned by its creator (a fiber waiting with it on its stack):
@@ -44,6 +48,7 @@ struct fiber_resume final : continuation {
   fiber* waiter = nullptr;
   fiber_resume() noexcept { heap_owned = false; }
   void fire() noexcept override { fiber_runtime::make_ready(waiter); }
+  bool runs_user_code() const noexcept override { return false; }
 };
 
 /// What a follower state (the future of a de-duplicated submission, which receives a copy of the
@@ -55,6 +60,30 @@ struct follow_link {
   /// The follower was cancelled before the result arrived. Called once, by that cancel().
   virtual void follower_cancelled() noexcept = 0;
 };
+
+/// Where continuations published on the calling thread go instead of running there: set on the
+/// executor's timer thread (while it runs a deadline's expiry), which must only hand work to
+/// workers. Null scheduler: they run on the publishing thread.
+struct continuation_sink {
+  scheduler* to = nullptr;
+  offload::lane lane = offload::lane::normal;
+};
+inline thread_local continuation_sink tl_continuation_sink{};
+
+/// Continuations fire one after another, never nested: a continuation whose effects publish
+/// another state (a chain of then() on promises, say) queues that state's continuations here,
+/// and the outermost fire loop on the thread runs them once the current one returns. So a chain
+/// of any length is resolved with constant stack depth. Per thread; a fiber that suspends saves
+/// and resets it (executor::suspend()), so that another fiber's continuations do not queue
+/// behind a suspended one.
+struct continuation_queue {
+  bool firing = false;
+  continuation* head = nullptr;  // FIFO of lists not fired yet, linked through `next`
+  continuation* tail = nullptr;
+};
+inline thread_local continuation_queue tl_continuations{};
+
+void fire_continuations(continuation* list) noexcept;
 
 /// Type-independent part of a shared state.
 ///
@@ -141,7 +170,7 @@ class shared_state_base {
     request_stop();
     if (!try_claim())
       return false;
-    m_exception = make_cancelled(why);
+    store_exception(make_cancelled(why), task_state::cancelled);
     publish();
     if (follow_link* l = link())
       l->follower_cancelled();
@@ -172,13 +201,19 @@ class shared_state_base {
   }
 
   /// Stores an exception as the result and publishes it; the caller holds the claim.
-  void set_exception(std::exception_ptr e) noexcept {
-    store_exception(std::move(e));
+  void set_exception(std::exception_ptr e, task_state final_state = task_state::failed) noexcept {
+    store_exception(std::move(e), final_state);
     publish();
   }
 
   /// Stores an exception without publishing (see publish()); the caller holds the claim.
-  void store_exception(std::exception_ptr e) noexcept { m_exception = std::move(e); }
+  /// `final_state` is how the task ended, the state reported once published: failed for an
+  /// exception the task threw (whatever its type, offload::cancelled included), cancelled or
+  /// expired when the library resolved it without running it.
+  void store_exception(std::exception_ptr e, task_state final_state = task_state::failed) noexcept {
+    m_exception = std::move(e);
+    m_final = final_state;
+  }
 
   /// Blocks until ready. In a task on a worker: runs the task's own spawns while there are any,
   /// then suspends the task's fiber until ready (or, without fibers, helps run other work).
@@ -227,7 +262,8 @@ class shared_state_base {
     continuation* head = m_continuations.load(std::memory_order_acquire);
     for (;;) {
       if (head == closed()) {
-        fire_and_delete(c);
+        c->next = nullptr;
+        fire_continuations(c);
         return;
       }
       c->next = head;
@@ -273,11 +309,16 @@ class shared_state_base {
     // [S3] acq_rel: acquire pairs with [S4] (the continuations' contents); release publishes the
     // closed marker for attach().
     continuation* list = m_continuations.exchange(closed(), std::memory_order_acq_rel);
-    while (list != nullptr) {
-      continuation* next = list->next;
-      fire_and_delete(list);
-      list = next;
-    }
+    if (list != nullptr)
+      fire_continuations(list);
+  }
+
+  /// Fires one continuation and frees it if the state owned it.
+  static void fire_and_delete(continuation* c) noexcept {
+    const bool owned = c->heap_owned;  // read first: fire() may end a stack-owned one's life
+    c->fire();
+    if (owned)
+      delete c;
   }
 
  protected:
@@ -294,20 +335,11 @@ class shared_state_base {
   static constexpr int k_spin_before_block = 128;
   static constexpr int k_yield_before_block = 16;
 
-  /// The terminal state the stored result stands for (classifying an exception rethrows it:
-  /// failure paths only).
+  /// The terminal state of the stored result: how the task ended (see store_exception()).
   task_state terminal_state() const noexcept {
     if (!m_exception)
       return task_state::succeeded;
-    try {
-      std::rethrow_exception(m_exception);
-    } catch (const offload::cancelled&) {
-      return task_state::cancelled;
-    } catch (const offload::expired&) {
-      return task_state::expired;
-    } catch (...) {
-      return task_state::failed;
-    }
+    return m_final == task_state::succeeded ? task_state::failed : m_final;
   }
 
   /// Stops the token of stop_token(), if one was made (after m_cancel_requested was set).
@@ -335,13 +367,6 @@ class shared_state_base {
     static_assert(alignof(continuation) > 1);
     return reinterpret_cast<continuation*>(std::uintptr_t{1});
   }
-  static void fire_and_delete(continuation* c) noexcept {
-    const bool owned = c->heap_owned;  // read first: fire() may end a stack-owned one's life
-    c->fire();
-    if (owned)
-      delete c;
-  }
-
   void wait_in_worker(scheduler& s) const {
     struct arm_resume final : suspend_arm {
       const shared_state_base* state;
@@ -406,8 +431,84 @@ class shared_state_base {
   std::exception_ptr m_exception;                       // written by the claim holder only
   std::atomic<bool> m_cancel_requested{false};          // set by cancel(), before its claim
   std::atomic<task_state> m_state{task_state::queued};  // reported; never running (see state())
+  task_state m_final = task_state::succeeded;           // how it ended; written by the claim holder
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
 };
+
+/// A task that fires continuations a continuation sink took: on a worker, or where it is dropped
+/// (a worker cancelling, or shutdown), since continuations resolve accepted work either way.
+struct continuation_batch {
+  continuation* list;
+  void operator()() const noexcept { fire_continuations(list); }
+  void discard(discard_reason) const noexcept {
+    if (list != nullptr)
+      fire_continuations(list);
+  }
+};
+
+/// Hands `list` to the calling thread's continuation sink as one task. False (nothing taken) if
+/// no task could be made or the sink's scheduler stopped.
+inline bool hand_to_sink(continuation* list) noexcept {
+  const continuation_sink sink = tl_continuation_sink;
+  task_node* node = nullptr;
+  try {
+    node = make_task(continuation_batch{list});
+  } catch (...) {
+    return false;
+  }
+  node->lane = sink.lane;
+  try {
+    sink.to->schedule_in_lane(node);
+  } catch (...) {
+    task_model<continuation_batch>::get(node)->list = nullptr;  // the caller fires them
+    discard_task(node, discard_reason::rejected);
+    return false;
+  }
+  return true;
+}
+
+/// Runs the continuations of `list` (linked through `next`), and every list queued meanwhile on
+/// this thread, one at a time (see continuation_queue). On a thread with a continuation sink, the
+/// ones that run user code go to the sink instead, as one task.
+inline void fire_continuations(continuation* list) noexcept {
+  continuation_queue& q = tl_continuations;
+  if (q.firing) {  // inside a continuation: run once it returns, not nested in it
+    continuation* last = list;
+    while (last->next != nullptr) last = last->next;
+    (q.tail != nullptr ? q.tail->next : q.head) = list;
+    q.tail = last;
+    return;
+  }
+  q.firing = true;
+  for (;;) {
+    continuation* for_sink = nullptr;
+    while (list != nullptr) {
+      continuation* next = list->next;
+      if (tl_continuation_sink.to != nullptr && list->runs_user_code()) {
+        list->next = for_sink;
+        for_sink = list;
+      } else {
+        shared_state_base::fire_and_delete(list);
+      }
+      list = next;
+    }
+    if (for_sink != nullptr && !hand_to_sink(for_sink)) {
+      // No worker can take them (no memory, or stopped): they run here after all.
+      const continuation_sink sink = std::exchange(tl_continuation_sink, {});
+      while (for_sink != nullptr) {
+        continuation* next = for_sink->next;
+        shared_state_base::fire_and_delete(for_sink);
+        for_sink = next;
+      }
+      tl_continuation_sink = sink;
+    }
+    list = std::exchange(q.head, nullptr);
+    q.tail = nullptr;
+    if (list == nullptr)
+      break;
+  }
+  q.firing = false;
+}
 
 // States of results up to 32 bytes (std::string among them) stay in a pooled block.
 static_assert(sizeof(void*) != 8 || sizeof(shared_state_base) <= 64);

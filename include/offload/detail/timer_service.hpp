@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "offload/clock.hpp"
+#include "offload/detail/scheduler.hpp"
+#include "offload/detail/shared_state.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/lane.hpp"
 
@@ -32,9 +34,13 @@ enum class timer_kind : std::uint8_t {
 /// the heap. Thread-safe.
 class timer_service {
  public:
-  /// `fire` receives due `start` nodes on the timer thread and must not throw.
-  timer_service(std::shared_ptr<manual_clock> manual, std::function<void(task_node*)> fire)
-      : m_manual(std::move(manual)), m_fire(std::move(fire)) {
+  /// `fire` receives due `start` nodes on the timer thread and must not throw. Continuations
+  /// that an inline action's effects release (a deadline's expiry resolving a future) are handed
+  /// to `workers` rather than run on the timer thread (see continuation_sink).
+  timer_service(std::shared_ptr<manual_clock> manual,
+                std::function<void(task_node*)> fire,
+                scheduler* workers)
+      : m_manual(std::move(manual)), m_fire(std::move(fire)), m_workers(workers) {
     if (m_manual) {
       m_subscription = m_manual->subscribe([this] {
         std::lock_guard l(m_mutex);
@@ -182,11 +188,15 @@ class timer_service {
     }
   };
 
-  static void run_inline(task_node* node) noexcept {
+  /// Runs a small action; the continuations it releases go to the workers, in its lane.
+  void run_inline(task_node* node) noexcept {
+    const continuation_sink saved =
+        std::exchange(tl_continuation_sink, continuation_sink{m_workers, node->lane});
     try {
       (void)run_task(node);
     } catch (...) {  // inline actions do not throw; be safe
     }
+    tl_continuation_sink = saved;
   }
 
   void run() {
@@ -224,6 +234,7 @@ class timer_service {
 
   std::shared_ptr<manual_clock> m_manual;  // null: the real clock
   std::function<void(task_node*)> m_fire;
+  scheduler* m_workers;  // where continuations released on the timer thread run
   mutable std::mutex m_mutex;
   std::condition_variable m_wake;
   std::vector<entry> m_heap;     // a min-heap on (due, seq) through std::push_heap/pop_heap
