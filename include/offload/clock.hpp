@@ -31,8 +31,14 @@ class manual_clock {
   void advance(clock::duration d) {
     if (d > clock::duration::zero()) {
       // release; pairs with the acquire in now(): a timer that sees the new time sees what the
-      // advancing thread did before.
-      m_now.fetch_add(d.count(), std::memory_order_release);
+      // advancing thread did before. Saturates at time_point::max().
+      clock::rep cur = m_now.load(std::memory_order_relaxed);
+      clock::rep next = 0;
+      do {
+        next = cur > clock::duration::max().count() - d.count() ? clock::duration::max().count()
+                                                                : cur + d.count();
+      } while (!m_now.compare_exchange_weak(
+          cur, next, std::memory_order_release, std::memory_order_relaxed));
     }
     notify();
   }

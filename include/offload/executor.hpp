@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -31,7 +32,9 @@
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/policy_task.hpp"
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/scheduler.hpp"
+#include "offload/detail/sleep_wake.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/timer_service.hpp"
@@ -239,8 +242,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
           "supported for periodic tasks (each run is a fresh task: retry inside the function)");
     }
     auto control = std::make_shared<detail::periodic_control>();
-    control->unschedule = [this](std::uint64_t id) {
-      if (detail::task_node* node = m_timers.remove(id))
+    control->unschedule = [this, owner = control.get()] {
+      if (detail::task_node* node = m_timers.remove_owned(owner, detail::timer_kind::start))
         discard_from_timer(node);
     };
     {
@@ -259,7 +262,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
                                       options.lane,
                                       intern(options.name)});
     const clock::duration first = options.delay > clock::duration::zero() ? options.delay : period;
-    run->due = m_timers.now() + first;
+    run->due = m_timers.after(first);
     schedule_periodic_run(run);
     return periodic_handle(std::move(control));
   }
@@ -659,20 +662,74 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   offload::lane running_lane() const noexcept override { return inherited_lane(current_worker()); }
 
-  void call_after(clock::duration d, detail::task_node* node) override {
-    call_at(m_timers.now() + d, node);
+  void call_after(clock::duration d, detail::task_node* node, const void* owner) override {
+    call_at(m_timers.after(d), node, owner);
+  }
+
+  bool cancel_call(const void* owner) noexcept override {
+    detail::task_node* node = nullptr;
+    try {
+      node = m_timers.remove_owned(owner, detail::timer_kind::inline_);
+    } catch (...) {  // the timer's mutex could not be locked: it stays due
+    }
+    if (node == nullptr)
+      return false;
+    detail::discard_task(node, detail::discard_reason::shutdown);
+    return true;
   }
 
   /// Runs the small action `node` on the timer thread at `due`, or discards it now if the
   /// timer no longer runs (or cannot take it). Takes it.
-  void call_at(clock::time_point due, detail::task_node* node) noexcept {
+  void call_at(clock::time_point due,
+               detail::task_node* node,
+               const void* owner = nullptr) noexcept {
     bool armed = false;
     try {
-      armed = m_timers.schedule(due, node, detail::timer_kind::inline_, false);
+      armed = m_timers.schedule(due, node, detail::timer_kind::inline_, false, owner);
     } catch (...) {  // no memory or no timer thread
     }
     if (!armed)
       detail::discard_task(node, detail::discard_reason::shutdown);
+  }
+
+  /// Takes a future state's timer entries (a delayed start, a retry, a rate-limit wait, its
+  /// deadline's expiry) back once the state is ready, so that a cancelled task releases its node
+  /// and captures at once and a finished one its expiry. Attached once per state, after its
+  /// first entry is scheduled.
+  struct timer_cleanup final : detail::continuation {
+    /// Holds a reference to `s` (the caller owns one, so it may add one).
+    timer_cleanup(executor* e, detail::shared_state_base* s) noexcept : ex(e), state(s) {
+      state->add_ref();
+    }
+    ~timer_cleanup() override { state->release(); }
+    timer_cleanup(const timer_cleanup&) = delete;
+    timer_cleanup& operator=(const timer_cleanup&) = delete;
+    void fire() noexcept override { ex->release_timers_of(state); }
+    // It only takes entries out of the timer and frees their nodes (the callables' destructors
+    // run, which must not block), so it runs where the state became ready, the timer thread
+    // included, and frees what a cancelled task held at once.
+    bool runs_user_code() const noexcept override { return false; }
+    executor* ex;  // outlives the state's timer entries: shutdown resolves them all
+    detail::shared_state_base* state;  // the entries' owner key
+  };
+
+  void watch_timers(detail::shared_state_base* state) noexcept {
+    try {
+      state->attach(new timer_cleanup(this, state));
+    } catch (...) {  // no memory: the entries stay until they are due, as without the watch
+    }
+  }
+
+  void release_timers_of(const detail::shared_state_base* state) noexcept {
+    const task_outcome outcome =
+        state->state() == task_state::expired ? task_outcome::expired : task_outcome::cancelled;
+    try {
+      if (detail::task_node* node = m_timers.remove_owned(state, detail::timer_kind::start))
+        discard_from_timer(node, outcome);
+      if (detail::task_node* node = m_timers.remove_owned(state, detail::timer_kind::inline_))
+        detail::discard_task(node, detail::discard_reason::shutdown);
+    } catch (...) {  // the timer's mutex could not be locked: the entries stay until due
+    }
   }
 
   /// Queues a task (lane and name from `options`, or inherited); on rejection discards it
@@ -714,16 +771,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
         std::lock_guard lock(run->control->mutex);
         if (run->control->cancelled)
           return task_outcome::cancelled;
-        run->control->pending_timer = 0;  // this run is on
+        run->control->pending_timer = false;  // this run is on
       }
       struct next_run {
         std::shared_ptr<periodic_run<F>>& run;
         ~next_run() {
           const clock::time_point now = run->ex->m_timers.now();
-          clock::time_point next = run->due + run->period;
+          clock::time_point next = detail::saturating_add(run->due, run->period);
           if (next <= now) {  // missed runs are skipped: the first multiple still ahead
             const auto behind = (now - run->due) / run->period;
-            next = run->due + run->period * (behind + 1);
+            next = detail::saturating_add(run->due, run->period * (behind + 1));
           }
           run->due = next;
           run->ex->schedule_periodic_run(run);
@@ -747,9 +804,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       detail::task_node* node = detail::make_task(periodic_task<F>{run});
       node->lane = run->lane;
       node->set_name(run->name);
-      std::uint64_t id = 0;
-      schedule_delayed(node, run->due, &id);
-      run->control->pending_timer = id;
+      schedule_delayed(node, run->due, run->control.get());
+      run->control->pending_timer = true;
     } catch (...) {  // shut down (rejected) or out of memory: the schedule ends
       run->control->cancelled = true;
     }
@@ -885,10 +941,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
       // pending delayed post costs its pooled node and a heap entry).
       detail::task_node* node = nullptr;
       future<R> result;
+      detail::shared_state_base* owner = nullptr;
       if constexpr (WithFuture) {
         detail::state_ref<R> state(detail::shared_state<R>::create(this));
         result = detail::make_future(detail::state_ref<R>(state.get()));
         state->set_state(task_state::scheduled);
+        owner = state.get();
         node =
             detail::make_task(detail::producing_task<R, call_t>{std::move(state), std::move(call)});
       } else {
@@ -896,7 +954,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
       }
       node->lane = o.lane;
       node->set_name(intern(o.name));
-      schedule_delayed(node, m_timers.now() + o.delay);
+      schedule_delayed(node, m_timers.after(o.delay), owner);
+      if (owner != nullptr)
+        watch_timers(owner);
       return result;
     }
     const std::string* key = intern(o.key);
@@ -964,10 +1024,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
     detail::plan_ptr plan = plan_for(o, key, ticket);
     const std::string* name = plan->name;
     detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
+    detail::shared_state_base* const owner = state.get();
+    // Watched at once when it enters the timer now; a policy task watches on its first retry.
+    const bool watched = owner != nullptr && (o.deadline || o.delay > clock::duration::zero());
     detail::task_node* node = nullptr;
     try {
-      node = detail::make_task(
-          detail::policy_task<R, call_t>{std::move(state), std::move(call), std::move(plan)});
+      node = detail::make_task(detail::policy_task<R, call_t>{
+          std::move(state), std::move(call), std::move(plan), 1, false, {}, watched});
     } catch (...) {
       release_key(key, ticket);
       throw;
@@ -978,11 +1041,24 @@ class executor final : private detail::scheduler, private detail::policy_host {
       detail::task_node* timer =
           detail::make_task(expire_action<R>{std::move(expiry), key, ticket, this});
       timer->lane = o.lane;
-      if (!m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false))
+      bool armed = false;
+      try {
+        armed = m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false, owner);
+      } catch (...) {
+      }
+      if (!armed)
         detail::discard_task(timer, detail::discard_reason::shutdown);
     }
+    struct watch_after {  // the watch is attached once the entries are in the timer, or not
+      executor* ex;
+      detail::shared_state_base* state;
+      ~watch_after() {
+        if (state != nullptr)
+          ex->watch_timers(state);
+      }
+    } watch_guard{this, watched ? owner : nullptr};
     if (o.delay > clock::duration::zero()) {
-      schedule_delayed(node, m_timers.now() + o.delay);
+      schedule_delayed(node, m_timers.after(o.delay), owner);
     } else {
       try {
         enqueue_or_throw(node, current_worker());
@@ -1012,11 +1088,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return detail::make_future(std::move(for_caller));
   }
 
-  /// Counts a delayed task as submitted and puts it into the timer; throws offload::rejected
-  /// (discarding the node) once shutdown began.
+  /// Counts a delayed task as submitted and puts it into the timer (removable by `owner` if
+  /// given); throws offload::rejected (discarding the node) once shutdown began.
   void schedule_delayed(detail::task_node* node,
                         clock::time_point due,
-                        std::uint64_t* timer_id = nullptr) {
+                        const void* owner = nullptr) {
     const std::size_t l = index_of(node->lane);
     const std::string* name = node->name();  // the node is not ours once scheduled
     const offload::lane lane = node->lane;
@@ -1034,7 +1110,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     bool scheduled = false;
     try {
-      scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false, timer_id);
+      scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false, owner);
     } catch (...) {
     }
     if (!scheduled) {  // shut down meanwhile (or out of memory): resolved, and refused
@@ -1066,25 +1142,44 @@ class executor final : private detail::scheduler, private detail::policy_host {
     m_idle.notify_one();
   }
 
-  /// A timed task that will not run (shutdown, or no memory to queue it): resolved as cancelled.
-  void discard_from_timer(detail::task_node* node) noexcept {
+  /// A timed task that will not run (shutdown, no memory to queue it, or its future was
+  /// resolved meanwhile): resolved, counted with `outcome`.
+  void discard_from_timer(detail::task_node* node,
+                          task_outcome outcome = task_outcome::cancelled) noexcept {
     const std::size_t l = index_of(node->lane);
     detail::discard_task(node, detail::discard_reason::shutdown);
-    resolve_outside(l, task_outcome::cancelled);
+    resolve_outside(l, outcome);
     m_quiet.notify_all();
   }
 
   // policy_host
   clock::time_point timer_now() const noexcept override { return m_timers.now(); }
 
-  bool schedule_retry(clock::time_point due, detail::task_node* node) override {
+  bool schedule_retry(clock::time_point due,
+                      detail::task_node* node,
+                      detail::shared_state_base* state,
+                      bool first_entry) override {
+    return schedule_again(due, node, state, first_entry, true);
+  }
+
+  /// A policy task back into the timer (a retry, or a rate-limit wait), owned by its state if it
+  /// has one; `first_entry`: that state's entries are not watched yet (see watch_timers()).
+  bool schedule_again(clock::time_point due,
+                      detail::task_node* node,
+                      detail::shared_state_base* state,
+                      bool first_entry,
+                      bool retry) {
     if (m_phase.load(std::memory_order_relaxed) != phase::running)
       return false;
     try {
-      return m_timers.schedule(due, node, detail::timer_kind::start, true);
+      if (!m_timers.schedule(due, node, detail::timer_kind::start, retry, state))
+        return false;
     } catch (...) {
       return false;
     }
+    if (first_entry && state != nullptr)
+      watch_timers(state);
+    return true;
   }
 
   double next_uniform() noexcept override {
@@ -1134,12 +1229,16 @@ class executor final : private detail::scheduler, private detail::policy_host {
     b.tokens -= 1;  // taken now, or reserved: a negative balance is the queue of reservations
     if (b.tokens >= 0)
       return std::nullopt;
-    return now + std::chrono::duration_cast<clock::duration>(
-                     std::chrono::duration<double>(-b.tokens / b.per_second));
+    return detail::saturating_add(now,
+                                  detail::saturating_cast<clock::duration>(
+                                      std::chrono::duration<double>(-b.tokens / b.per_second)));
   }
 
-  bool schedule_wait(clock::time_point due, detail::task_node* node) override {
-    return schedule_retry(due, node);  // the same timer path; not counted as a retry
+  bool schedule_wait(clock::time_point due,
+                     detail::task_node* node,
+                     detail::shared_state_base* state,
+                     bool first_entry) override {
+    return schedule_again(due, node, state, first_entry, false);  // not counted as a retry
   }
 
   void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
@@ -1951,49 +2050,69 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return suspended;
   }
 
+  /// this_task::sleep_for() in a task: suspends the task's fiber on a timer entry (or sleeps the
+  /// thread where it cannot suspend). Ends early when the task's future is cancelled, and when
+  /// shutdown(cancel) stops the timer.
   void sleep_for(clock::duration d) override {
-    const clock::time_point due = m_timers.now() + d;
-    if (d > clock::duration::zero() && sleep_suspended(due))
+    const detail::shared_state_base* task = detail::tl_task_context.state;
+    if (d <= clock::duration::zero() || (task != nullptr && task->cancel_requested()))
       return;
+    const clock::time_point due = m_timers.after(d);
+    if (sleep_suspended(d, task) &&
+        (m_timers.now() >= due || (task != nullptr && task->cancel_requested()))) {
+      return;
+    }
     // Not suspended (fibers off, no memory for a fiber) or woken early because the timer
-    // stopped (shutdown(cancel) cuts sleeps short): the thread sleeps what is left, unless
-    // cancelling. A manual clock is not waited for here.
+    // stopped: the thread sleeps what is left, unless cancelling. A manual clock is not waited
+    // for here.
     if (m_options.clock || cancelling())
       return;
-    for (auto left = due - clock::now(); left > clock::duration::zero(); left = due - clock::now())
-      std::this_thread::sleep_for(left);
+    sleep_on_thread(due, task);
   }
 
-  /// Suspends the calling task on a timer entry due at `due`; true if it slept that long.
-  bool sleep_suspended(clock::time_point due) {
+  /// Suspends the calling task on a timer entry after `d` (cut short if `task`, its future's
+  /// state, is cancelled); true if it suspended.
+  bool sleep_suspended(clock::duration d, const detail::shared_state_base* task) {
     detail::worker& w = *tl_worker;
     if (!w.fibers || !w.fibers->can_suspend())
       return false;
-    // The entry resumes the fiber when due, or early if the timer stops (shutdown).
-    struct wake_at_due final : detail::suspend_arm {
+    struct arm_sleep final : detail::suspend_arm {
       executor* self;
-      clock::time_point due;
-      wake_at_due(executor* ex, clock::time_point d) noexcept : self(ex), due(d) {}
+      clock::duration d;
+      const detail::shared_state_base* task;
+      arm_sleep(executor* ex, clock::duration dur, const detail::shared_state_base* t) noexcept
+          : self(ex), d(dur), task(t) {}
       void arm(detail::fiber* suspended) noexcept override {
-        struct wake {
-          detail::fiber* f;
-          void operator()() const noexcept { detail::fiber_runtime::make_ready(f); }
-          void discard(detail::discard_reason) const noexcept {
-            detail::fiber_runtime::make_ready(f);
-          }
-        };
-        detail::task_node* node = nullptr;
         try {
-          node = detail::make_task(wake{suspended});
-        } catch (...) {  // no memory: resume now, sleep on the thread
+          auto wake = std::make_shared<detail::sleep_wake>([suspended] {
+            detail::fiber_runtime::make_ready(suspended);
+          });
+          wake->arm(*self, d, task);  // if the timer refuses, the discard resumes the fiber now
+        } catch (...) {               // no memory: resume now, sleep on the thread
           detail::fiber_runtime::make_ready(suspended);
-          return;
         }
-        self->call_at(due, node);  // if the timer refuses, the discard resumes the fiber now
       }
-    } arm{this, due};
-    // Woken early (the timer stopped or refused): the caller sleeps the rest on the thread.
-    return suspend(arm) && m_timers.now() >= due;
+    } arm{this, d, task};
+    return suspend(arm);
+  }
+
+  /// Sleeps the calling thread until `due`, or until `task` (if any) is cancelled.
+  static void sleep_on_thread(clock::time_point due, const detail::shared_state_base* task) {
+    std::stop_token stop;
+    if (task != nullptr) {
+      try {
+        stop = task->stop_token();
+      } catch (...) {  // no memory for the stop state: not cut short
+      }
+    }
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    while (clock::now() < due && !stop.stop_requested()) {
+      (void)cv.wait_until(lock, stop, due, [] {
+        return false;
+      });
+    }
   }
 
   bool yield_task() override {

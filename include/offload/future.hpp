@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/error.hpp"
@@ -166,8 +167,7 @@ class future {
   template <class Rep, class Period>
   std::future_status wait_for(std::chrono::duration<Rep, Period> timeout) const {
     check();
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+    const auto deadline = detail::saturating_add(std::chrono::steady_clock::now(), timeout);
     return m_state->wait_until(deadline) ? std::future_status::ready : std::future_status::timeout;
   }
 

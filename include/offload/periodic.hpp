@@ -17,10 +17,10 @@ namespace detail {
 struct periodic_control {
   std::mutex mutex;
   bool cancelled = false;
-  std::uint64_t pending_timer = 0;  // timer entry of the next run (0: none, the run is on)
+  bool pending_timer = false;  // the next run waits in the timer (false: none, or the run is on)
   /// Takes the next run back from the timer and resolves it; set by the executor, cleared when
   /// the executor shuts down. Called under `mutex`.
-  std::function<void(std::uint64_t)> unschedule;
+  std::function<void()> unschedule;
   std::uint64_t runs = 0;  // finished runs
 };
 
@@ -41,8 +41,8 @@ class periodic_handle {
     if (m_control->cancelled)
       return false;
     m_control->cancelled = true;
-    if (m_control->pending_timer != 0 && m_control->unschedule)
-      m_control->unschedule(std::exchange(m_control->pending_timer, 0));
+    if (std::exchange(m_control->pending_timer, false) && m_control->unschedule)
+      m_control->unschedule();
     return true;
   }
 

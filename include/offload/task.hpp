@@ -12,8 +12,10 @@
 /// stop_requested); if it was not running on a worker, it continues on the thread that
 /// completed what it awaited.
 
+#include <chrono>
 #include <coroutine>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <thread>
@@ -22,8 +24,10 @@
 #include <utility>
 
 #include "offload/clock.hpp"
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
+#include "offload/detail/sleep_wake.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/future.hpp"
 #include "offload/manual_reset_event.hpp"
@@ -298,7 +302,8 @@ struct future_awaiter {
   T await_resume() { return f.get(); }
 };
 
-/// Awaitable of offload::sleep_for().
+/// Awaitable of offload::sleep_for(): on a worker, a timer entry resumes the coroutine when
+/// due, or at once when the task it belongs to is cancelled.
 struct sleep_awaiter {
   clock::duration duration;
 
@@ -309,19 +314,16 @@ struct sleep_awaiter {
       std::this_thread::sleep_for(duration);
       return true;
     }
-    return false;
+    return tl_task_context.state != nullptr && tl_task_context.state->cancel_requested();
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) const {
-    struct wake {
-      resume_point where;
-      std::coroutine_handle<> h;
-      void operator()() const noexcept { where.resume(h); }
-      void discard(discard_reason) const noexcept { where.resume(h); }
-    };
-    resume_point where = resume_point::of(h);
-    task_node* node = make_task(wake{where, h});
-    where.sched->call_after(duration, node);  // resumes `h` when due (or at once if it cannot)
+    const resume_point where = resume_point::of(h);
+    const clock::duration d = duration;  // *this may be gone as soon as `h` can resume
+    auto wake = std::make_shared<sleep_wake>([where, h] {
+      where.resume(h);
+    });
+    wake->arm(*where.sched, d, where.context.state);
   }
   void await_resume() const noexcept {}
 };
@@ -340,10 +342,12 @@ detail::future_awaiter<T> operator co_await(future<T>& f) {
 }
 
 /// `co_await offload::sleep_for(d)` in a task<T> coroutine: continues after at least `d` (on the
-/// executor's timer and clock; the worker runs other work meanwhile). Not on a worker, the
-/// thread sleeps.
-inline detail::sleep_awaiter sleep_for(clock::duration d) noexcept {
-  return detail::sleep_awaiter{d};
+/// executor's timer and clock; the worker runs other work meanwhile), or earlier once the task
+/// is cancelled. Not on a worker, the thread sleeps. Durations beyond the clock's range wait
+/// until then (they saturate; they do not wrap).
+template <class Rep, class Period>
+detail::sleep_awaiter sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
+  return detail::sleep_awaiter{detail::saturating_cast<clock::duration>(d)};
 }
 
 /// Runs a task<T> on the calling thread (blocking it, or suspending the calling task's fiber on

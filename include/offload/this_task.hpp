@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "offload/clock.hpp"
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/error.hpp"
 
@@ -66,15 +67,21 @@ inline bool stop_requested() noexcept {
 }
 
 /// Ends the calling attempt and asks for a retry after `delay` instead of the policy's backoff
-/// (throws offload::retry_request; the task needs a retry_policy with attempts left).
-[[noreturn]] inline void retry_after(clock::duration delay) {
-  throw retry_request(delay);
+/// (throws offload::retry_request; the task needs a retry_policy with attempts left). A delay
+/// beyond the clock's range waits until then (it saturates).
+template <class Rep, class Period>
+[[noreturn]] void retry_after(std::chrono::duration<Rep, Period> delay) {
+  throw retry_request(detail::saturating_cast<clock::duration>(delay));
 }
 
-/// Pauses the calling task for at least `d`. In a task on a worker (fibers on) only the task
-/// waits: its fiber is suspended on the executor's timer (following executor_options::clock)
-/// and the worker runs other work meanwhile. Elsewhere, or with fibers off, the thread sleeps.
-inline void sleep_for(clock::duration d) {
+/// Pauses the calling task for at least `d`, or less if its future is cancelled meanwhile. In a
+/// task on a worker (fibers on) only the task waits: its fiber is suspended on the executor's
+/// timer (following executor_options::clock) and the worker runs other work meanwhile.
+/// Elsewhere, or with fibers off, the thread sleeps. A duration beyond the clock's range sleeps
+/// until then (it saturates; it does not wrap into the past).
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> duration) {
+  const clock::duration d = detail::saturating_cast<clock::duration>(duration);
   if (detail::scheduler* s = detail::tl_current_scheduler) {
     s->sleep_for(d);
     return;

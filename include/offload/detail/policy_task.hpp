@@ -16,6 +16,7 @@
 
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/error.hpp"
@@ -62,8 +63,13 @@ class policy_host {
  public:
   virtual clock::time_point timer_now() const noexcept = 0;
   /// Puts a retry into the timer, due at `due`. False once the executor stops accepting retries
-  /// (shutdown): the node is then still the caller's.
-  virtual bool schedule_retry(clock::time_point due, task_node* node) = 0;
+  /// (shutdown): the node is then still the caller's. `state`, if any, is the task's future
+  /// state, which owns the entry: once it is ready (cancelled), the entry is taken back at once.
+  /// `watch`: the state's entries are not watched for that yet.
+  virtual bool schedule_retry(clock::time_point due,
+                              task_node* node,
+                              shared_state_base* state,
+                              bool watch) = 0;
   /// A uniform number in [0, 1] for jitter. Worker threads only.
   virtual double next_uniform() noexcept = 0;
   virtual void add_dead_letter(dead_letter d) noexcept = 0;
@@ -75,7 +81,10 @@ class policy_host {
   /// time at which the token taken (reserved) for this task becomes available.
   virtual std::optional<clock::time_point> take_token(const struct task_plan& plan) = 0;
   /// Puts a task that found no token back into the timer (not a retry: attempts unchanged).
-  virtual bool schedule_wait(clock::time_point due, task_node* node) = 0;
+  virtual bool schedule_wait(clock::time_point due,
+                             task_node* node,
+                             shared_state_base* state,
+                             bool watch) = 0;
 
  protected:
   ~policy_host() = default;
@@ -139,6 +148,7 @@ struct policy_task {
   unsigned attempt = 1;
   bool token_reserved = false;  // a token is reserved for the next start (after a rate wait)
   clock::time_point first_failure{};
+  bool timers_watched = false;  // the executor takes the state's timer entries back once ready
 
   task_outcome operator()() {
     if (plan->has_deadline() && plan->host->timer_now() >= plan->deadline)
@@ -216,6 +226,8 @@ struct policy_task {
     const offload::lane lane = plan->lane;
     const std::string* name = plan->name;
     policy_host* const host = plan->host;  // *this (plan included) moves into the new node
+    shared_state_base* const owner = state ? state.get() : nullptr;
+    const bool watch = owner != nullptr && !std::exchange(timers_watched, true);
     token_reserved = true;
     task_node* node = nullptr;
     try {
@@ -226,7 +238,7 @@ struct policy_task {
     }
     node->lane = lane;
     node->set_name(name);
-    if (host->schedule_wait(due, node))
+    if (host->schedule_wait(due, node, owner, watch))
       return k_outcome_deferred;
     discard_task(node, discard_reason::shutdown);  // shutting down: resolved as cancelled
     return task_outcome::cancelled;
@@ -274,6 +286,7 @@ struct policy_task {
       const offload::lane lane = plan->lane;
       const std::string* name = plan->name;
       policy_host* const host = plan->host;  // *this (plan included) moves into the new node
+      const bool watch = keep && !std::exchange(timers_watched, true);
       ++attempt;
       task_node* node = nullptr;
       try {
@@ -286,7 +299,7 @@ struct policy_task {
       node->set_name(name);
       if (keep)
         keep->release_for_retry();
-      if (host->schedule_retry(now + delay, node))
+      if (host->schedule_retry(saturating_add(now, delay), node, keep.get(), watch))
         return k_outcome_retried;
       // Shutting down: the retry cannot wait; resolve it as interrupted (cancelled).
       discard_task(node, discard_reason::shutdown);

@@ -39,8 +39,13 @@ class scheduler {
   virtual offload::lane running_lane() const noexcept = 0;
 
   /// Runs `action` (a small task: it must not block) after `d` on this scheduler's timer, or
-  /// discards it at once (discard_reason::shutdown) if the timer no longer runs. Takes it.
-  virtual void call_after(clock::duration d, task_node* action) = 0;
+  /// discards it at once (discard_reason::shutdown) if the timer no longer runs. Takes it. With
+  /// an `owner`, cancel_call(owner) can take it back before it is due.
+  virtual void call_after(clock::duration d, task_node* action, const void* owner = nullptr) = 0;
+
+  /// Takes back and discards the pending action of call_after() with `owner`; false if it is
+  /// due already (it runs, or ran) or none is pending.
+  virtual bool cancel_call(const void* owner) noexcept = 0;
 
   /// Runs one task from the calling worker's own deques (the waiter's most recent spawns, LIFO)
   /// if there is one and the calling fiber has stack room to nest it. Calling worker only.

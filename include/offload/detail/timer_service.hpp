@@ -13,10 +13,13 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "offload/clock.hpp"
+#include "offload/config.hpp"
+#include "offload/detail/saturating_time.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/task.hpp"
@@ -31,12 +34,15 @@ enum class timer_kind : std::uint8_t {
 };
 
 /// A heap of (due time, node) serviced by one thread. Timed work is a slow path: a mutex guards
-/// the heap. Thread-safe.
+/// the heap. An entry may have an owner (a future's state, a sleeping task, a periodic
+/// schedule): remove_owned() then takes it back in O(log n), so that a cancelled or finished task
+/// releases its node (and what its callable captured) at once, not at its due time. Thread-safe.
 class timer_service {
  public:
   /// `fire` receives due `start` nodes on the timer thread and must not throw. Continuations
-  /// that an inline action's effects release (a deadline's expiry resolving a future) are handed
-  /// to `workers` rather than run on the timer thread (see continuation_sink).
+  /// that an inline action's effects release (a deadline's expiry resolving a future) and that
+  /// run user code are handed to `workers` rather than run on the timer thread (see
+  /// continuation_sink).
   timer_service(std::shared_ptr<manual_clock> manual,
                 std::function<void(task_node*)> fire,
                 scheduler* workers)
@@ -59,13 +65,18 @@ class timer_service {
 
   clock::time_point now() const noexcept { return m_manual ? m_manual->now() : clock::now(); }
 
-  /// Adds a node due at `due`. Returns false (and keeps nothing) once stopped. `from_retry`
-  /// only sorts the counts. Throws std::bad_alloc or std::system_error (thread start).
+  /// now() + d, saturated (see saturating_add()).
+  clock::time_point after(clock::duration d) const noexcept { return saturating_add(now(), d); }
+
+  /// Adds a node due at `due` (clock::time_point::max(): never, until removed or stopped).
+  /// Returns false (and keeps nothing) once stopped. `from_retry` only sorts the counts. With an
+  /// `owner`, remove_owned(owner, kind) can take it back; an owner has at most one entry of each
+  /// kind at a time. Throws std::bad_alloc or std::system_error (thread start).
   bool schedule(clock::time_point due,
                 task_node* node,
                 timer_kind kind,
                 bool from_retry,
-                std::uint64_t* id = nullptr) {
+                const void* owner = nullptr) {
     std::unique_lock lock(m_mutex);
     if (m_stopped || (kind == timer_kind::start && m_starts_stopped))
       return false;
@@ -74,11 +85,20 @@ class timer_service {
         run();
       });
     }
+    if (owner != nullptr) {
+      [[maybe_unused]] const bool fresh =
+          m_owned.emplace(owner_key{owner, kind}, m_heap.size()).second;
+      OFFLOAD_ASSERT(fresh, "an owner has one timer entry of each kind at a time");
+    }
     const bool earliest = m_heap.empty() || due < m_heap.front().due;
-    if (id != nullptr)
-      *id = m_next_seq;
-    m_heap.push_back(entry{due, m_next_seq++, node, kind});
-    std::push_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+    try {
+      m_heap.push_back(entry{due, m_next_seq++, node, owner, kind});
+    } catch (...) {
+      if (owner != nullptr)
+        m_owned.erase(owner_key{owner, kind});
+      throw;
+    }
+    sift_up(m_heap.size() - 1);
     const std::size_t l = index_of(node->lane);
     if (kind == timer_kind::start)
       (from_retry ? m_in_retry[l] : m_in_delay[l])++;
@@ -97,21 +117,26 @@ class timer_service {
     return counts{m_in_delay, m_in_retry, m_fired, m_dropped};
   }
 
-  /// Takes back the entry `id` (from schedule()) if it has not come due yet; returns its node,
-  /// which is then the caller's, or null. O(pending): for rare cancellations.
-  task_node* remove(std::uint64_t id) {
+  /// Takes back the entry of `owner` and `kind` if it has not come due yet; returns its node,
+  /// which is then the caller's, or null. O(log pending).
+  task_node* remove_owned(const void* owner, timer_kind kind) {
     std::lock_guard lock(m_mutex);
-    auto it = std::find_if(m_heap.begin(), m_heap.end(), [id](const entry& e) {
-      return e.seq == id;
-    });
-    if (it == m_heap.end())
+    auto it = m_owned.find(owner_key{owner, kind});
+    if (it == m_owned.end())
       return nullptr;
-    task_node* node = it->node;
-    if (it->kind == timer_kind::start)
+    const std::size_t pos = it->second;
+    m_owned.erase(it);
+    task_node* node = m_heap[pos].node;
+    if (kind == timer_kind::start)
       m_dropped[index_of(node->lane)]++;
-    m_heap.erase(it);
-    std::make_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+    erase_at(pos);
     return node;
+  }
+
+  /// Entries pending now (for tests and metrics).
+  std::size_t pending() const {
+    std::lock_guard lock(m_mutex);
+    return m_heap.size();
   }
 
   /// First step of shutdown: hands every pending start entry to `resolve` and refuses new ones,
@@ -121,17 +146,22 @@ class timer_service {
     {
       std::lock_guard lock(m_mutex);
       m_starts_stopped = true;
-      auto is_start = [](const entry& e) {
-        return e.kind == timer_kind::start;
-      };
+      std::vector<entry> kept;
       for (const entry& e : m_heap) {
-        if (is_start(e)) {
+        if (e.kind == timer_kind::start) {
           left.push_back(e.node);
           m_dropped[index_of(e.node->lane)]++;
+          if (e.owner != nullptr)
+            m_owned.erase(owner_key{e.owner, e.kind});
+        } else {
+          kept.push_back(e);
         }
       }
-      m_heap.erase(std::remove_if(m_heap.begin(), m_heap.end(), is_start), m_heap.end());
-      std::make_heap(m_heap.begin(), m_heap.end(), std::greater<>());
+      m_heap.clear();
+      for (const entry& e : kept) {
+        m_heap.push_back(e);
+        sift_up(m_heap.size() - 1);
+      }
     }
     for (task_node* node : left) resolve(node);
   }
@@ -158,9 +188,7 @@ class timer_service {
     {
       std::lock_guard lock(m_mutex);
       while (!m_heap.empty()) {
-        std::pop_heap(m_heap.begin(), m_heap.end(), std::greater<>());
-        left.push_back(m_heap.back());
-        m_heap.pop_back();
+        left.push_back(pop_front());
         if (left.back().kind == timer_kind::start)
           m_dropped[index_of(left.back().node->lane)]++;
       }
@@ -182,11 +210,79 @@ class timer_service {
     clock::time_point due;
     std::uint64_t seq;  // FIFO among equal times
     task_node* node;
+    const void* owner;  // null: not removable
     timer_kind kind;
-    bool operator>(const entry& o) const noexcept {
-      return due != o.due ? due > o.due : seq > o.seq;
+    bool before(const entry& o) const noexcept { return due != o.due ? due < o.due : seq < o.seq; }
+  };
+  struct owner_key {
+    const void* owner;
+    timer_kind kind;
+    bool operator==(const owner_key&) const = default;
+  };
+  struct owner_hash {
+    std::size_t operator()(const owner_key& k) const noexcept {
+      return std::hash<const void*>{}(k.owner) ^ static_cast<std::size_t>(k.kind);
     }
   };
+
+  // A binary min-heap on (due, seq) in m_heap, which keeps m_owned (owner → position) current as
+  // entries move. Caller holds m_mutex.
+  void place(std::size_t pos, const entry& e) {
+    m_heap[pos] = e;
+    if (e.owner != nullptr)
+      m_owned.find(owner_key{e.owner, e.kind})->second = pos;
+  }
+  void sift_up(std::size_t pos) {
+    const entry e = m_heap[pos];
+    while (pos > 0) {
+      const std::size_t parent = (pos - 1) / 2;
+      if (!e.before(m_heap[parent]))
+        break;
+      place(pos, m_heap[parent]);
+      pos = parent;
+    }
+    place(pos, e);
+  }
+  void sift_down(std::size_t pos) {
+    const entry e = m_heap[pos];
+    const std::size_t n = m_heap.size();
+    for (;;) {
+      std::size_t child = 2 * pos + 1;
+      if (child >= n)
+        break;
+      if (child + 1 < n && m_heap[child + 1].before(m_heap[child]))
+        ++child;
+      if (!m_heap[child].before(e))
+        break;
+      place(pos, m_heap[child]);
+      pos = child;
+    }
+    place(pos, e);
+  }
+  /// Removes the entry at `pos` (its owner, if any, already forgotten).
+  void erase_at(std::size_t pos) {
+    const std::size_t last = m_heap.size() - 1;
+    if (pos != last) {
+      const entry moved = m_heap[last];
+      m_heap.pop_back();
+      place(pos, moved);
+      if (pos > 0 && moved.before(m_heap[(pos - 1) / 2])) {
+        sift_up(pos);
+      } else {
+        sift_down(pos);
+      }
+    } else {
+      m_heap.pop_back();
+    }
+  }
+  /// Removes and returns the earliest entry, forgetting its owner.
+  entry pop_front() {
+    const entry e = m_heap.front();
+    if (e.owner != nullptr)
+      m_owned.erase(owner_key{e.owner, e.kind});
+    erase_at(0);
+    return e;
+  }
 
   /// Runs a small action; the continuations it releases go to the workers, in its lane.
   void run_inline(task_node* node) noexcept {
@@ -212,14 +308,14 @@ class timer_service {
         if (m_manual) {
           // Woken by manual_clock::advance(); the timeout is only a safety net.
           m_wake.wait_for(lock, std::chrono::milliseconds(50));
+        } else if (due == clock::time_point::max()) {
+          m_wake.wait(lock);  // never due: wait for an earlier entry or the stop
         } else {
           m_wake.wait_until(lock, due);
         }
         continue;
       }
-      std::pop_heap(m_heap.begin(), m_heap.end(), std::greater<>());
-      const entry e = m_heap.back();
-      m_heap.pop_back();
+      const entry e = pop_front();
       if (e.kind == timer_kind::start)
         m_fired[index_of(e.node->lane)]++;
       lock.unlock();
@@ -237,8 +333,9 @@ class timer_service {
   scheduler* m_workers;  // where continuations released on the timer thread run
   mutable std::mutex m_mutex;
   std::condition_variable m_wake;
-  std::vector<entry> m_heap;     // a min-heap on (due, seq) through std::push_heap/pop_heap
-  std::uint64_t m_next_seq = 1;  // 0 is never an id: callers use it for "none"
+  std::vector<entry> m_heap;                                       // a min-heap on (due, seq)
+  std::unordered_map<owner_key, std::size_t, owner_hash> m_owned;  // positions of owned entries
+  std::uint64_t m_next_seq = 1;
   bool m_stopped = false;
   bool m_starts_stopped = false;  // stop_starts() ran: start entries are refused
   std::array<std::uint64_t, k_lane_count> m_in_delay{}, m_in_retry{}, m_fired{}, m_dropped{};
