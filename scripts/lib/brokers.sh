@@ -105,24 +105,6 @@ _broker_start_rabbitmq() {
     "$(cat "$dir/rabbitmq.pid")" 60
 }
 
-# ensure_broker_packages PKG...: ensure_packages (scripts/lib/deps.sh), but without letting the
-# Debian packages start their system services (redis-server, rabbitmq-server): the project runs
-# its own instances. Uses the usual policy-rc.d hook, only if none is in place.
-ensure_broker_packages() {
-  local hook=/usr/sbin/policy-rc.d added=0
-  if [ "$(id -u)" -eq 0 ] && [ ! -e "$hook" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$hook"
-    chmod 755 "$hook"
-    added=1
-  fi
-  local rc=0
-  ensure_packages "$@" || rc=$?
-  if [ $added -eq 1 ]; then
-    rm -f "$hook"
-  fi
-  return $rc
-}
-
 # broker_start NAME DIR [PORT]: starts redis or rabbitmq in DIR (created) and prints its port.
 broker_start() {
   local name=$1 dir=$2 port=${3:-}
