@@ -35,11 +35,14 @@ if(NOT TARGET offload::boost_context)
 endif()
 
 # hwloc (Debian: libhwloc-dev): topology-aware placement of workers. Optional: without it,
-# executor_options.placement falls back to plain CPU affinity and says so.
+# executor_options.placement falls back to plain CPU affinity and says so. The installed package
+# sets OFFLOAD_WITH_HWLOC to what its build used (offloadConfig.cmake), so that consumers get the
+# configuration that was installed; OFFLOAD_HWLOC_USED says what was found.
 if(NOT DEFINED OFFLOAD_WITH_HWLOC)
   set(OFFLOAD_WITH_HWLOC AUTO)
 endif()
 if(NOT TARGET offload::hwloc)
+  set(OFFLOAD_HWLOC_USED OFF)
   add_library(offload::hwloc INTERFACE IMPORTED)
   if(OFFLOAD_WITH_HWLOC)
     find_package(PkgConfig QUIET)
@@ -49,6 +52,7 @@ if(NOT TARGET offload::hwloc)
     if(OFFLOAD_HWLOC_FOUND)
       target_link_libraries(offload::hwloc INTERFACE PkgConfig::OFFLOAD_HWLOC)
       target_compile_definitions(offload::hwloc INTERFACE OFFLOAD_HAS_HWLOC=1)
+      set(OFFLOAD_HWLOC_USED ON)
     elseif(NOT OFFLOAD_WITH_HWLOC STREQUAL "AUTO")
       message(FATAL_ERROR
         "offload: OFFLOAD_WITH_HWLOC=${OFFLOAD_WITH_HWLOC} but hwloc was not found (pkg-config "

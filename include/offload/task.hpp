@@ -172,8 +172,14 @@ inline constexpr bool k_takes_stop_token =
     !std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...> &&
     std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
 
+/// SFINAE-friendly: no `type` for a callable that cannot be called so, which removes the
+/// overload instead of failing inside it (a compiler that substitutes into a return type before
+/// checking constraints, such as clang 14, would otherwise hard-error on submit(options, fn)).
 template <class F, class... Args>
-struct call_result {
+struct call_result {};
+template <class F, class... Args>
+requires std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>
+struct call_result<F, Args...> {
   using type = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
 };
 template <class F, class... Args>
