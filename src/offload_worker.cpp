@@ -41,6 +41,15 @@ int main(int argc, char** argv) {
     opts.max_attempts = static_cast<unsigned>(args.number("--max-attempts", 3));
     opts.reconnect_for = std::chrono::milliseconds(args.number("--reconnect-for-ms", 30000));
     opts.verbose = args.flag("--verbose");
+    if (opts.threads == 0 || args.number("--threads", 2) < 0) {
+      throw std::invalid_argument("--threads must be at least 1");
+    }
+    if (opts.max_attempts == 0 || args.number("--max-attempts", 3) < 0) {
+      throw std::invalid_argument("--max-attempts must be at least 1");
+    }
+    if (args.number("--max-in-flight", 0) < 0 || args.number("--reconnect-for-ms", 30000) < 0) {
+      throw std::invalid_argument("--max-in-flight and --reconnect-for-ms must not be negative");
+    }
     if (conn.broker == "rabbitmq" && conn.prefetch == 0) {
       conn.prefetch = opts.max_in_flight == 0 ? 2 * opts.threads : opts.max_in_flight;
     }

@@ -268,6 +268,68 @@ TEST_P(BrokerTest, SilentServerTimesOutInsteadOfHanging) {
   close(fd);
 }
 
+// A Redis error reply to one command (WRONGTYPE: the message's reply_to names a string key) is
+// about that message, not a lost connection: it is dead-lettered with the broker's error, the
+// worker goes on with the next message, and nothing stays in its processing list.
+TEST(RedisWorker, AnErrorReplyDeadLettersThatMessageAndTheWorkerGoesOn) {
+  obt::broker_process server("redis");
+  obt::run_command("redis-cli -p " + std::to_string(server.port()) + " SET not_a_list x");
+  auto t = ob::open_transport(options("redis", server.port()));
+  ob::message poisoned;
+  poisoned.task = "echo";
+  poisoned.body = "to a string key";
+  poisoned.correlation_id = "poisoned";
+  poisoned.reply_to = "not_a_list";
+  poisoned.attempt = 1;
+  t->publish(k_queue, poisoned);
+  auto worker = start_worker("redis", server.port());
+  ob::rpc_client client(*t, k_queue);
+  EXPECT_EQ(client.call("echo", "after it", 10000ms).body, "after it") << worker->stderr_text();
+  auto dead = t->receive(std::string(k_queue) + ".dead", 5000ms);
+  ASSERT_TRUE(dead && dead->msg) << worker->stderr_text();
+  EXPECT_EQ(dead->msg->correlation_id, "poisoned");
+  EXPECT_NE(dead->msg->error.find("WRONGTYPE"), std::string::npos) << dead->msg->error;
+  t->ack(*dead);
+  const std::string processing =
+      obt::run_command("redis-cli -p " + std::to_string(server.port()) + " LLEN " +
+                       std::string(k_queue) + ".processing.w1");
+  EXPECT_EQ(processing, "0\n");
+  const std::string log = worker->stderr_text();
+  EXPECT_EQ(log.find("reconnecting"), std::string::npos) << log;  // not a lost connection
+  EXPECT_EQ(worker->terminate(), 0) << log;
+}
+
+// A queue that is not a list cannot be consumed: the worker says so and exits 1 at once.
+TEST(RedisWorker, AQueueOfAnotherTypeStopsTheWorkerWithTheBrokersError) {
+  obt::broker_process server("redis");
+  obt::run_command("redis-cli -p " + std::to_string(server.port()) + " SET " + k_queue + " x");
+  auto worker = start_worker("redis", server.port());
+  EXPECT_EQ(worker->wait_exit(10s), 1);
+  const std::string log = worker->stderr_text();
+  EXPECT_NE(log.find("WRONGTYPE"), std::string::npos) << log;
+  EXPECT_NE(log.find("cannot consume"), std::string::npos) << log;
+}
+
+// Bad arguments exit 2, as the usage says, naming the argument.
+TEST(WorkerArguments, BadValuesExitTwo) {
+  const std::vector<std::vector<std::string>> bad = {
+      {"--threads", "0"},
+      {"--max-attempts", "0"},
+      {"--threads", "-1"},
+      {"--max-in-flight", "-3"},
+  };
+  for (const auto& extra : bad) {
+    std::vector<std::string> argv{OFFLOAD_WORKER_PATH, "--broker", "redis", "--port", "1"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    obt::child_process w(argv);
+    EXPECT_EQ(w.wait_exit(10s), 2) << extra[0] << " " << extra[1] << ": " << w.stderr_text();
+    EXPECT_NE(w.stderr_text().find(extra[0]), std::string::npos) << w.stderr_text();
+  }
+  obt::child_process w({OFFLOAD_WORKER_PATH, "--broker", "kafka", "--port", "1"});
+  EXPECT_EQ(w.wait_exit(10s), 2) << w.stderr_text();
+  EXPECT_NE(w.stderr_text().find("kafka"), std::string::npos) << w.stderr_text();
+}
+
 std::string broker_name(const ::testing::TestParamInfo<std::string>& p) {
   return p.param;
 }

@@ -54,6 +54,9 @@ connect_options cli_args::connection() const {
   if (o.broker.empty() || o.where.port <= 0) {
     throw std::invalid_argument("--broker redis|rabbitmq and --port are required");
   }
+  if (o.broker != "redis" && o.broker != "rabbitmq") {
+    throw std::invalid_argument("--broker must be redis or rabbitmq, got '" + o.broker + "'");
+  }
   return o;
 }
 

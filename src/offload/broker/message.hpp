@@ -38,4 +38,12 @@ class broker_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The broker answered one command with an error (Redis: an error reply such as WRONGTYPE): the
+/// connection is fine and other commands still work, so this is about the command's data (a key
+/// of another type, say), not a lost broker. The text names the broker, the command and the error.
+class broker_refused : public broker_error {
+ public:
+  using broker_error::broker_error;
+};
+
 }  // namespace offload::broker

@@ -96,7 +96,7 @@ redis_transport::reply_ptr redis_transport::command(std::initializer_list<std::s
   }
   if (as_reply(r.get())->type == REDIS_REPLY_ERROR) {
     std::string err(as_reply(r.get())->str, as_reply(r.get())->len);
-    throw broker_error(describe() + ": " + std::string(*args.begin()) + ": " + err);
+    throw broker_refused(describe() + ": " + std::string(*args.begin()) + " refused: " + err);
   }
   return r;
 }

@@ -1,4 +1,6 @@
 #include <iostream>
+#include <optional>
+#include <stdexcept>
 #include <thread>
 
 #include <offload/broker/tasks.hpp>
@@ -29,8 +31,11 @@ class worker::executor_holder {
 
 worker::worker(connector connect, worker_options opts)
     : m_connect(std::move(connect)), m_opts(std::move(opts)) {
-  if (m_opts.threads == 0 || m_opts.max_attempts == 0) {
-    throw std::invalid_argument("worker: threads and max_attempts must be at least 1");
+  if (m_opts.threads == 0) {
+    throw std::invalid_argument("worker: threads must be at least 1, got 0");
+  }
+  if (m_opts.max_attempts == 0) {
+    throw std::invalid_argument("worker: max_attempts must be at least 1, got 0");
   }
   if (m_opts.max_in_flight == 0) {
     m_opts.max_in_flight = 2 * m_opts.threads;
@@ -67,6 +72,30 @@ void worker::start(delivery d) {
 }
 
 void worker::finish(transport& t, const completion& c) {
+  try {
+    finish_or_throw(t, c);
+  } catch (const broker_refused& e) {
+    // One message's data is wrong for the broker (its reply_to names a key of another type,
+    // say): that message goes to the dead letters with the reason, and the worker goes on.
+    // A lost connection (any other broker_error) propagates: the completion is retried.
+    const message& m = *c.d.msg;
+    const std::string reason =
+        std::string("the broker refused a command for this message: ") + e.what();
+    try {
+      t.dead_letter(c.d, reason);
+      log("dead-lettered " + m.task + " " + m.correlation_id + ": " + reason);
+    } catch (const broker_refused& again) {
+      // Not even the dead-letter queue takes it: say so loudly and drop it, rather than let one
+      // message stop all processing (and poison the next worker from the processing list).
+      t.ack(c.d);
+      log("DROPPED " + m.task + " " + m.correlation_id + ": " + reason +
+          "; dead-lettering it was refused too: " + again.what());
+    }
+    ++m_stats.dead_lettered;
+  }
+}
+
+void worker::finish_or_throw(transport& t, const completion& c) {
   const message& m = *c.d.msg;
   if (c.ok) {
     if (!m.reply_to.empty()) {
@@ -92,10 +121,14 @@ void worker::finish(transport& t, const completion& c) {
   const std::string reason = c.result + " (attempt " + std::to_string(m.attempt) + " of " +
                              std::to_string(m_opts.max_attempts) + ")";
   t.dead_letter(c.d, reason);
-  if (!m.reply_to.empty()) {
-    t.publish(m.reply_to, reply_to(m, "error", "", reason));
-  }
   ++m_stats.dead_lettered;
+  if (!m.reply_to.empty()) {
+    try {
+      t.publish(m.reply_to, reply_to(m, "error", "", reason));
+    } catch (const broker_refused& e) {  // dead-lettered already: only the reply is lost
+      log("the error reply for " + m.task + " " + m.correlation_id + " was refused: " + e.what());
+    }
+  }
   log("dead-lettered " + m.task + " " + m.correlation_id + ": " + reason);
 }
 
@@ -140,7 +173,16 @@ void worker::run() {
       last_ok = clock::now();
       if (!stopping && m_in_flight < m_opts.max_in_flight) {
         // Idle: block on the broker. Busy: only poll, and wait for completions below.
-        if (auto d = t->receive(m_opts.queue, m_in_flight == 0 ? 200ms : 0ms)) {
+        std::optional<delivery> d;
+        try {
+          d = t->receive(m_opts.queue, m_in_flight == 0 ? 200ms : 0ms);
+        } catch (const broker_refused& e) {
+          // The queue itself is unusable (a key of another type): no retry can fix that.
+          m_exec.reset();
+          throw std::runtime_error(std::string("cannot consume '") + m_opts.queue +
+                                   "': " + e.what());
+        }
+        if (d) {
           if (!d->msg) {
             t->dead_letter(*d, "malformed message: " + d->malformed);
             ++m_stats.dead_lettered;

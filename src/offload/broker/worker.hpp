@@ -58,7 +58,10 @@ class worker {
   };
 
   void start(delivery d);
+  /// Replies, acks, retries or dead-letters a completed message. A command the broker refuses
+  /// (broker_refused) dead-letters that message with the reason; a lost connection throws.
   void finish(transport& t, const completion& c);
+  void finish_or_throw(transport& t, const completion& c);
   void log(const std::string& line) const;
 
   connector m_connect;
