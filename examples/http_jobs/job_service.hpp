@@ -15,14 +15,17 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <httplib.h>
 #include <netinet/in.h>
@@ -45,6 +48,15 @@ struct service_config {
   std::chrono::milliseconds step_time{5};    ///< work per step
   std::chrono::milliseconds retry_base{10};  ///< thumbnail backoff: 10, 20, 40 ms
   unsigned thumbnail_attempts = 4;           ///< total attempts of a thumbnail
+  /// A worker running one task longer than this is "stuck": /readyz answers 503 (send no new
+  /// traffic), /healthz does not (a liveness probe must not restart the process mid-job and lose
+  /// the queue). Set it above the longest job you expect; a 45 s report needs more than 45 s.
+  std::chrono::milliseconds stuck_after{std::chrono::minutes(2)};
+  /// Finished jobs stay pollable this long after they were first seen finished.
+  std::chrono::milliseconds keep_finished{std::chrono::minutes(10)};
+  /// At most this many jobs in the table; past it, the oldest finished ones go first, and a
+  /// POST that still finds no room answers 503.
+  std::size_t max_jobs = 10'000;
 };
 
 /// A failure worth retrying (a storage timeout, a flaky upstream).
@@ -71,6 +83,7 @@ struct job {
   std::optional<offload::task_state> final_state{};  // set once, with result_json or error
   json result_json;
   std::string error;
+  std::chrono::steady_clock::time_point finished_at{};  // when final_state was set
 
   void report(int percent) {  // monotonic: a retried attempt never moves the bar back
     int seen = progress.load(std::memory_order_relaxed);
@@ -82,7 +95,9 @@ struct job {
 class job_service {
  public:
   explicit job_service(service_config config = {})
-      : m_config(config), m_executor(offload::executor_options{.workers = config.workers}) {
+      : m_config(config),
+        m_executor(offload::executor_options{.workers = config.workers,
+                                             .stuck_after = config.stuck_after}) {
     routes();
   }
 
@@ -228,18 +243,25 @@ class job_service {
     return it == m_jobs.end() ? nullptr : it->second;
   }
 
-  /// The job as JSON; collects the result the first time the task is seen terminal.
-  static json describe(job& j) {
-    std::lock_guard lock(j.mutex);
+  /// Collects the result the first time the task is seen terminal. Caller holds j.mutex.
+  static offload::task_state settle(job& j) {
     offload::task_state state = j.final_state ? *j.final_state : j.result.state();
     if (!j.final_state && offload::is_terminal(state)) {
       j.final_state = state;
+      j.finished_at = std::chrono::steady_clock::now();
       try {
         j.result_json = j.result.get();
       } catch (const std::exception& e) {
         j.error = e.what();
       }
     }
+    return state;
+  }
+
+  /// The job as JSON; collects the result the first time the task is seen terminal.
+  static json describe(job& j) {
+    std::lock_guard lock(j.mutex);
+    const offload::task_state state = settle(j);
     json out{{"id", j.id},
              {"kind", j.kind},
              {"state", std::string(offload::to_string(state))},
@@ -271,10 +293,15 @@ class job_service {
         return reply_error(res, 400, "body is not valid JSON");
       if (!body.is_object())
         return reply_error(res, 400, "body must be a JSON object");
+      if (!make_room())
+        return reply_error(
+            res,
+            503,
+            "too many jobs in progress (" + std::to_string(m_config.max_jobs) + "); retry later");
       auto j = std::make_shared<job>();
       try {
         j->kind = string_field(body, "kind");
-        j->id = "j" + std::to_string(m_next_id.fetch_add(1) + 1);
+        j->id = new_id();
         offload::future<json> f = submit(j, body);
         std::lock_guard lock(j->mutex);
         j->result = std::move(f);
@@ -320,7 +347,16 @@ class job_service {
       res.set_content(offload::to_prometheus(m_executor.metrics()), "text/plain; version=0.0.4");
     });
 
+    // Liveness: the pool still makes progress (a worker alive and not stuck). A long job makes
+    // its worker stuck without making the process dead.
     m_server.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+      const offload::health_report h = m_executor.health();
+      res.status = h.live() ? 200 : 503;
+      res.set_content(offload::to_json(h), "application/json");
+    });
+    // Readiness: every worker alive and none stuck; a load balancer sends work elsewhere while
+    // a worker overruns stuck_after.
+    m_server.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
       const offload::health_report h = m_executor.health();
       res.status = h.healthy() ? 200 : 503;
       res.set_content(offload::to_json(h), "application/json");
@@ -356,12 +392,56 @@ class job_service {
         });
   }
 
+  /// A job id nobody can guess from another: 128 random bits.
+  std::string new_id() {
+    std::lock_guard lock(m_jobs_mutex);
+    char text[33];
+    std::snprintf(
+        text, sizeof text, "%08x%08x%08x%08x", m_random(), m_random(), m_random(), m_random());
+    return std::string("j") + text;
+  }
+
+  /// Evicts finished jobs kept longer than keep_finished, then, while the table is full, the
+  /// finished ones that finished first. False if the table is still full (every job unfinished).
+  bool make_room() {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<job>> held;  // destroyed outside the lock
+    std::lock_guard lock(m_jobs_mutex);
+    if (m_jobs.size() < m_config.max_jobs && ++m_posts_since_sweep < 256)
+      return true;
+    m_posts_since_sweep = 0;
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> finished;
+    for (auto it = m_jobs.begin(); it != m_jobs.end();) {
+      job& j = *it->second;
+      std::lock_guard job_lock(j.mutex);
+      settle(j);
+      if (j.final_state && now - j.finished_at > m_config.keep_finished) {
+        held.push_back(std::move(it->second));
+        it = m_jobs.erase(it);
+        continue;
+      }
+      if (j.final_state)
+        finished.emplace_back(j.finished_at, it->first);
+      ++it;
+    }
+    std::sort(finished.begin(), finished.end());
+    for (const auto& [when, id] : finished) {
+      if (m_jobs.size() < m_config.max_jobs)
+        break;
+      auto it = m_jobs.find(id);
+      held.push_back(std::move(it->second));
+      m_jobs.erase(it);
+    }
+    return m_jobs.size() < m_config.max_jobs;
+  }
+
   service_config m_config;
   offload::executor m_executor;  // declared before the server: outlives the handlers
   httplib::Server m_server;
   std::mutex m_jobs_mutex;
   std::map<std::string, std::shared_ptr<job>> m_jobs;  // guarded by m_jobs_mutex
-  std::atomic<std::uint64_t> m_next_id{0};
+  std::random_device m_random;                         // the OS's generator; m_jobs_mutex
+  unsigned m_posts_since_sweep = 0;                    // guarded by m_jobs_mutex
 };
 
 }  // namespace http_jobs

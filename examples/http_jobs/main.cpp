@@ -2,11 +2,11 @@
 //
 //   http_jobs --port 8080 [--workers 2] [--step-ms 5]
 //   curl -s -XPOST localhost:8080/jobs -d '{"kind": "csv_report", "rows": 5000}'
-//   curl -s localhost:8080/jobs/j1
+//   curl -s localhost:8080/jobs/<id>          (the id the POST answered)
 //   curl -s -XPOST localhost:8080/jobs -d '{"kind": "thumbnail", "image": "cat.jpg",
 //                                            "fail_first": 2}'
-//   curl -s -XDELETE localhost:8080/jobs/j1
-//   curl -s localhost:8080/metrics; curl -s localhost:8080/healthz
+//   curl -s -XDELETE localhost:8080/jobs/<id>
+//   curl -s localhost:8080/metrics; curl -s localhost:8080/healthz (live); .../readyz (ready)
 //   curl -s localhost:8080/dead-letters
 #include <csignal>
 #include <cstdio>

@@ -292,3 +292,67 @@ TEST_F(http_jobs_test, two_hundred_clients_posting_at_once_are_all_accounted_for
 }
 
 }  // namespace
+
+namespace {
+
+// A job longer than stuck_after makes its worker stuck: the service stops being ready (/readyz
+// 503), but stays live (/healthz 200), so that a liveness probe does not restart it mid-job.
+TEST_F(http_jobs_test, a_long_job_makes_the_service_unready_but_never_dead) {
+  start({.workers = 2, .steps = 20, .step_time = 10ms, .stuck_after = 50ms});
+  const std::string id = post_job({{"kind", "csv_report"}});
+  httplib::Client c = client();
+  bool unready = false;
+  for (int i = 0; i < 200 && !unready; ++i) {
+    auto ready = c.Get("/readyz");
+    ASSERT_TRUE(ready);
+    unready = ready->status == 503;
+    auto live = c.Get("/healthz");
+    ASSERT_TRUE(live);
+    EXPECT_EQ(live->status, 200) << live->body;
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(unready) << "the 200 ms job never made /readyz answer 503";
+  EXPECT_EQ(poll(id).at("state"), "succeeded");
+  auto ready = c.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200) << ready->body;
+}
+
+// Ids are long random strings: neither sequential nor short.
+TEST_F(http_jobs_test, job_ids_are_random) {
+  start({.steps = 1, .step_time = 1ms});
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    const std::string id = post_job({{"kind", "password_reset"}, {"email", "a@b.c"}});
+    EXPECT_EQ(id.size(), 33u) << id;
+    EXPECT_EQ(id.find_first_not_of("j0123456789abcdef"), std::string::npos) << id;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 20u);
+  EXPECT_EQ(ids.count("j1"), 0u);
+}
+
+// The table is bounded: past max_jobs the oldest finished jobs go, and with every job still
+// running a POST answers 503.
+TEST_F(http_jobs_test, the_job_table_is_bounded) {
+  start({.workers = 1, .steps = 1, .step_time = 1ms, .max_jobs = 4});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(post_job({{"kind", "password_reset"}, {"email", "a@b.c"}}));
+    EXPECT_EQ(poll(ids.back()).at("state"), "succeeded");
+  }
+  const std::string fifth = post_job({{"kind", "password_reset"}, {"email", "a@b.c"}});
+  EXPECT_EQ(client().Get("/jobs/" + ids[0])->status, 404);  // the oldest finished one went
+  EXPECT_EQ(poll(fifth).at("state"), "succeeded");
+  // Fill the table with jobs that cannot finish yet (the one worker is held by the first).
+  m_service->stop();
+  m_thread.join();
+  m_service.reset();
+  start({.workers = 1, .steps = 40, .step_time = 5ms, .max_jobs = 3});
+  for (int i = 0; i < 3; ++i) (void)post_job({{"kind", "csv_report"}});
+  auto full = client().Post("/jobs", json{{"kind", "csv_report"}}.dump(), "application/json");
+  ASSERT_TRUE(full);
+  EXPECT_EQ(full->status, 503) << full->body;
+}
+
+}  // namespace
