@@ -35,10 +35,15 @@ struct dead_letter {
   std::shared_ptr<detail::replayable> replay{};  ///< the kept callable; internal
 };
 
-/// Bounds of the dead-letter store; the oldest records are evicted first.
+/// Bounds of the dead-letter store; the oldest records are evicted first, by whichever bound
+/// is reached first.
 struct dead_letter_options {
   std::size_t max_count = 1000;                               ///< Accepted: 0 (keep none) to 10^7.
   std::chrono::seconds max_age = std::chrono::hours(24 * 7);  ///< Accepted: 1 s to 365 days.
+  /// Most bytes the store holds: per record, the record itself, its texts (name, key, error,
+  /// exception type) and its kept callable (the callable object's own size; memory its captures
+  /// own on the heap is not seen). Accepted: 4 KiB to 2^40.
+  std::size_t max_bytes = std::size_t{64} << 20;
 };
 
 }  // namespace offload

@@ -31,6 +31,7 @@
 #include "offload/dead_letter.hpp"
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/event_count.hpp"
+#include "offload/detail/name_table.hpp"
 #include "offload/detail/policy_task.hpp"
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/scheduler.hpp"
@@ -152,7 +153,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// Drains: runs everything accepted, then joins the workers.
   ~executor() {
-    if (detail::tl_current_scheduler == this) {
+    if (detail::tl_current_scheduler == this || tl_running_on_caller == this) {
       std::fputs("offload: an executor was destroyed by one of its own tasks\n", stderr);
       std::terminate();
     }
@@ -216,7 +217,15 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// resumption is part of accepted work: it is queued while the executor drains or cancels;
   /// once it has stopped, the coroutine continues inline. A coroutine moved onto an executor this
   /// way from outside a submitted task must end before the executor is destroyed.
-  auto schedule(offload::lane lane = offload::lane::normal) noexcept {
+  /// Throws std::invalid_argument for a value that is not a lane (lane::inherit is the calling
+  /// task's lane).
+  auto schedule(offload::lane lane = offload::lane::normal) {
+    if (lane == offload::lane::inherit)
+      lane = inherited_lane(current_worker());
+    if (!is_lane(lane)) {
+      throw std::invalid_argument("offload::executor::schedule: not a lane: " +
+                                  std::to_string(static_cast<unsigned>(lane)));
+    }
     return schedule_awaiter{this, lane};
   }
 
@@ -227,7 +236,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// never run back to back. A run that throws is a failed task (dead letter, on_task_error) and
   /// the schedule goes on. Each run counts as a submitted task; while a schedule is active,
   /// wait_idle() waits for its next run. Throws std::invalid_argument for a period <= 0 or
-  /// options it does not support (retry, deadline, key, rate).
+  /// options it does not support (retry, deadline, key, rate), and, from outside the pool,
+  /// offload::rejected after shutdown began.
   template <class F>
   periodic_handle schedule_every(clock::duration period, const task_options& options, F&& fn) {
     if (period <= clock::duration::zero()) {
@@ -259,11 +269,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
                                       clock::time_point{},
                                       control,
                                       this,
-                                      options.lane,
-                                      intern(options.name)});
+                                      resolve_lane(options.lane),
+                                      m_names.intern(options.name)});
     const clock::duration first = options.delay > clock::duration::zero() ? options.delay : period;
     run->due = m_timers.after(first);
-    schedule_periodic_run(run);
+    schedule_periodic_run(run, true);
     return periodic_handle(std::move(control));
   }
 
@@ -276,9 +286,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   /// Runs a dead-lettered task again as a new submission (fire-and-forget, attempts reset, same
   /// lane, name, key and retry policy) and removes its record. Returns false if the record is
-  /// gone (evicted or requeued already) or its callable could not be kept (not copyable).
+  /// gone (evicted or requeued already) or its callable could not be kept (not copyable). A
+  /// requeue that is refused (offload::rejected after shutdown began, or no memory) throws and
+  /// keeps the record.
   bool requeue(const dead_letter& record) {
-    std::shared_ptr<detail::replayable> replay;
+    dead_letter taken;
     {
       std::lock_guard lock(m_dead_mutex);
       auto it = std::find_if(m_dead.begin(), m_dead.end(), [&](const dead_letter& d) {
@@ -286,12 +298,23 @@ class executor final : private detail::scheduler, private detail::policy_host {
       });
       if (it == m_dead.end() || !it->replay)
         return false;
-      replay = it->replay;
+      m_dead_bytes -= footprint(*it);
+      taken = std::move(*it);  // out of the store while it is submitted: requeued at most once
       m_dead.erase(it);
     }
-    task_options o{
-        .lane = record.lane, .retry = replay->retry, .key = record.key, .name = record.name};
-    post(o, replay->callable());
+    try {
+      task_options o{
+          .lane = taken.lane, .retry = taken.replay->retry, .key = taken.key, .name = taken.name};
+      post(o, taken.replay->callable());
+    } catch (...) {
+      std::lock_guard lock(m_dead_mutex);
+      auto at = std::find_if(m_dead.begin(), m_dead.end(), [&](const dead_letter& d) {
+        return d.id > taken.id;
+      });
+      m_dead_bytes += footprint(taken);
+      m_dead.insert(at, std::move(taken));  // back in its place (the store is ordered by id)
+      throw;
+    }
     return true;
   }
 
@@ -299,7 +322,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// finished tasks did happens-before the return. Must not be called from one of this
   /// executor's tasks (it would wait for itself): throws std::logic_error. Thread-safe.
   void wait_idle() {
-    if (detail::tl_current_scheduler == this) {
+    if (detail::tl_current_scheduler == this || tl_running_on_caller == this) {
       throw std::logic_error("offload::executor::wait_idle() called from one of its own tasks");
     }
     for (int i = 0; i < k_idle_spin; ++i) {
@@ -322,7 +345,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// offload::cancelled and lets running tasks finish. Idempotent; later calls wait for the first.
   /// Must not be called from one of this executor's tasks: throws std::logic_error.
   void shutdown(shutdown_mode mode = shutdown_mode::drain) {
-    if (detail::tl_current_scheduler == this) {
+    if (mode != shutdown_mode::drain && mode != shutdown_mode::cancel) {
+      throw std::invalid_argument(
+          "offload::executor::shutdown: mode must be drain or cancel, got " +
+          std::to_string(static_cast<int>(mode)));
+    }
+    if (detail::tl_current_scheduler == this || tl_running_on_caller == this) {
       throw std::logic_error("offload::executor::shutdown() called from one of its own tasks");
     }
     std::lock_guard lock(m_shutdown_mutex);
@@ -369,6 +397,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       discard_from_timer(node);
     });
     discard_leftovers();  // workers are gone: this thread may act as every deque's owner
+    wait_for_callers();   // tasks running on submitting threads (caller_runs) finish
   }
 
   unsigned worker_count() const noexcept { return static_cast<unsigned>(m_workers.size()); }
@@ -420,6 +449,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
           lm.completed[o] += c;
         }
       }
+      lm.retries = m_retried_outside[l].load(std::memory_order_relaxed);
+      // [M1] acquire; pairs with [M3] in count_not_final().
+      taken[l] = m_taken_outside[l].load(std::memory_order_acquire);
       for (const auto& w : m_workers) lm.retries += w->counters.lanes[l].retried.read();
     }
     const auto timers = m_timers.read_counts();
@@ -604,8 +636,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
     if constexpr (sizeof...(Args) == 0 && !with_token) {
       return fn_t(std::forward<F>(fn));
     } else {
+      // std::tuple of the decayed arguments, not std::make_tuple: a std::reference_wrapper stays
+      // one and binds to a T& parameter in the call, as with std::async.
       return [fn = fn_t(std::forward<F>(fn)),
-              tup = std::make_tuple(std::forward<Args>(args)...)]() mutable -> decltype(auto) {
+              tup = std::tuple<std::decay_t<Args>...>(
+                  std::forward<Args>(args)...)]() mutable -> decltype(auto) {
         return std::apply(
             [&fn](auto&... a) -> decltype(auto) {
               if constexpr (with_token) {
@@ -647,7 +682,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     const std::size_t l = index_of(node->lane);
     mark_lane_used(l);
-    enqueue_external(node, l, node->name(), node->lane, true);
+    enqueue_external(node, l, true);
   }
 
   void schedule_in_lane(detail::task_node* node) override {
@@ -657,7 +692,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     const std::size_t l = index_of(node->lane);
     mark_lane_used(l);
-    enqueue_external(node, l, node->name(), node->lane, true);
+    enqueue_external(node, l, true);
   }
 
   offload::lane running_lane() const noexcept override { return inherited_lane(current_worker()); }
@@ -738,8 +773,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
     try {
       detail::worker* w = current_worker();
       if (options != nullptr) {
-        node->lane = options->lane;
-        node->set_name(intern(options->name));
+        node->lane = resolve_lane(options->lane, w);
+        node->set_name(m_names.intern(options->name));
       } else {
         node->lane = inherited_lane(w);
       }
@@ -759,7 +794,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     std::shared_ptr<detail::periodic_control> control;
     executor* ex;
     offload::lane lane;
-    const std::string* name;
+    detail::text_ref name;
   };
 
   /// One run of a schedule: runs the function, then schedules the next run (even if it threw).
@@ -794,20 +829,24 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
   };
 
-  /// Puts the schedule's next run into the timer, unless cancelled or shutting down.
+  /// Puts the schedule's next run into the timer, unless cancelled or shutting down. The `first`
+  /// run, scheduled by schedule_every() itself, throws what refused it (offload::rejected after
+  /// shutdown began, counted as rejected); a later one ends the schedule quietly.
   template <class F>
-  void schedule_periodic_run(const std::shared_ptr<periodic_run<F>>& run) noexcept {
+  void schedule_periodic_run(const std::shared_ptr<periodic_run<F>>& run, bool first = false) {
     std::lock_guard lock(run->control->mutex);
     if (run->control->cancelled || !run->control->unschedule)
       return;
     try {
       detail::task_node* node = detail::make_task(periodic_task<F>{run});
       node->lane = run->lane;
-      node->set_name(run->name);
+      node->set_name(run->name);  // a copy: the run keeps its own
       schedule_delayed(node, run->due, run->control.get());
       run->control->pending_timer = true;
     } catch (...) {  // shut down (rejected) or out of memory: the schedule ends
       run->control->cancelled = true;
+      if (first)
+        throw;
     }
   }
 
@@ -844,12 +883,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
   template <class R>
   struct expire_action {
     detail::state_ref<R> state;
-    const std::string* key;  // released when the expiry takes effect (null: none)
+    detail::text_ref key;  // released when the expiry takes effect (null: none)
     std::uint64_t ticket;
     executor* ex;
     task_outcome operator()() {
       if (state->try_claim()) {
-        ex->release_key(key, ticket);
+        ex->release_key(key.get(), ticket);
         state->store_exception(std::make_exception_ptr(offload::expired(
                                    "offload: task expired: its deadline passed before it started")),
                                task_state::expired);
@@ -867,13 +906,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
     offload::lane lane;
     clock::duration base_delay;
     clock::duration max_delay;
-    const std::string* name;
+    const detail::shared_text* name;  // the record's identity: an interned plan holds it
     double rate_per_second;
     double rate_burst;
     bool operator==(const plan_signature&) const = default;
     struct hash {
       std::size_t operator()(const plan_signature& s) const noexcept {
-        std::size_t h = std::hash<const std::string*>{}(s.name);
+        std::size_t h = std::hash<const detail::shared_text*>{}(s.name);
         for (const std::size_t v : {std::size_t{s.max_attempts},
                                     static_cast<std::size_t>(s.backoff),
                                     static_cast<std::size_t>(s.jitter),
@@ -890,8 +929,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// Beyond this many distinct shareable policies, each submission gets a plan of its own.
   static constexpr std::size_t k_max_interned_plans = 4096;
 
-  /// A key's leader: the internal state every submission of the key follows.
+  /// A key's leader: the internal state every submission of the key follows. The table's entry
+  /// holds the key's record (its text is the table's key) until the task ends.
   struct key_entry {
+    detail::text_ref key;
     std::uint64_t ticket = 0;                     // distinguishes successive holders of one key
     detail::shared_state_base* leader = nullptr;  // holds one reference
     const std::type_info* result_type = nullptr;
@@ -904,9 +945,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
   struct key_follow_link final : detail::follow_link {
     key_follow_link(executor* e,
                     detail::shared_state_base* l,
-                    const std::string* k,
+                    detail::text_ref k,
                     std::uint64_t t) noexcept
-        : ex(e), leader(l), key(k), ticket(t) {
+        : ex(e), leader(l), key(std::move(k)), ticket(t) {
       leader->add_ref();
     }
     ~key_follow_link() override { leader->release(); }
@@ -918,12 +959,12 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     void follower_cancelled() noexcept override {
       // The last submitter cancelled: the key is free, and the task is cancelled.
-      if (ex->erase_key(key, ticket, true))
+      if (ex->erase_key(key.get(), ticket, true))
         leader->cancel("offload: task cancelled: every submitter of its key cancelled");
     }
     executor* ex;  // outlives the link while the follower can still be cancelled (not ready)
     detail::shared_state_base* leader;  // holds one reference
-    const std::string* key;
+    detail::text_ref key;
     std::uint64_t ticket;
   };
 
@@ -934,6 +975,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       -> future<detail::call_result_t<F, Args...>> {
     using R = detail::call_result_t<F, Args...>;
     o.validate();
+    const offload::lane lane = resolve_lane(o.lane);
     auto call = bind<true>(std::forward<F>(fn), std::forward<Args>(args)...);
     using call_t = decltype(call);
     if (only_delayed(o)) {
@@ -952,77 +994,91 @@ class executor final : private detail::scheduler, private detail::policy_host {
       } else {
         node = detail::make_task(std::move(call));
       }
-      node->lane = o.lane;
-      node->set_name(intern(o.name));
+      node->lane = lane;
+      node->set_name(m_names.intern(o.name));
       schedule_delayed(node, m_timers.after(o.delay), owner);
       if (owner != nullptr)
         watch_timers(owner);
       return result;
     }
-    const std::string* key = intern(o.key);
-    detail::state_ref<R> state;
-    future<R> result;
-    std::unique_lock key_lock(m_keys_mutex, std::defer_lock);
-    std::uint64_t ticket = 0;
-    if (key != nullptr) {
-      if constexpr (WithFuture && !std::is_void_v<R> && !std::is_copy_constructible_v<R>) {
+    // Sharing one task's result between the submissions of a key copies it to each.
+    constexpr bool k_shareable =
+        !WithFuture || std::is_void_v<R> || std::is_copy_constructible_v<R>;
+    if constexpr (!k_shareable) {
+      if (!o.key.empty()) {
         throw std::invalid_argument(
             "offload::task_options.key needs a copyable result type: every submission of the key "
             "gets a copy of the one task's result");
       }
-      key_lock.lock();
-      if (auto it = m_keys.find(*key); it != m_keys.end()) {
-        if constexpr (!WithFuture) {
-          // post() of a key that is pending: the pending task covers it, so it counts as a
-          // submitter that never cancels (the task runs even if every future is cancelled).
-          if (it->second.leader != nullptr)
-            ++it->second.followers;
-          return result;
-        } else {
-          if (*it->second.result_type != typeid(R)) {
-            throw std::invalid_argument("offload::task_options.key '" + *key +
-                                        "' is pending with a different result type");
-          }
-          if (it->second.leader == nullptr) {
-            throw std::invalid_argument(
-                "offload::task_options.key '" + *key +
-                "' is pending as a post(), which has no result to share; submit() it later");
-          }
-          auto* leader = static_cast<detail::shared_state<R>*>(it->second.leader);
-          future<R> joined = follow(leader, key, it->second.ticket);
-          ++it->second.followers;  // after follow(), which may throw
-          return joined;
-        }
-      }
     }
-    if constexpr (WithFuture) {
-      // States start with two references: the task's (`state`) and a second one, which goes to
-      // the caller's future, or for a key to the key table (the caller gets a follower).
-      state = detail::state_ref<R>(detail::shared_state<R>::create(this));
-      if (key != nullptr) {
-        ticket = ++m_next_key_ticket;
-        result = follow(state.get(), key, ticket);
-        m_keys.emplace(*key,
-                       key_entry{ticket,
-                                 state.get(),
-                                 &typeid(R),
-                                 [raw = state.get()] {
-                                   detail::state_ref<R> drop(raw);  // adopts, then releases
-                                 },
-                                 1});
-      } else {
-        result = detail::make_future(detail::state_ref<R>(state.get()));
+    detail::text_ref key;  // the key's record; null: no key
+    detail::state_ref<R> state;
+    future<R> result;
+    std::unique_lock key_lock(m_keys_mutex, std::defer_lock);
+    std::uint64_t ticket = 0;
+    if constexpr (k_shareable) {
+      if (!o.key.empty()) {
+        key_lock.lock();
+        if (auto it = m_keys.find(std::string_view(o.key)); it != m_keys.end()) {
+          key_entry& held = it->second;
+          if constexpr (!WithFuture) {
+            // post() of a key that is pending: the pending task covers it, so it counts as a
+            // submitter that never cancels (the task runs even if every future is cancelled).
+            if (held.leader != nullptr)
+              ++held.followers;
+            return result;
+          } else {
+            if (held.leader == nullptr) {
+              throw std::invalid_argument(
+                  "offload::task_options.key '" + o.key +
+                  "' is pending as a post(), which has no result to share; submit() it later");
+            }
+            if (*held.result_type != typeid(R)) {
+              throw std::invalid_argument("offload::task_options.key '" + o.key +
+                                          "' is pending with a different result type");
+            }
+            auto* leader = static_cast<detail::shared_state<R>*>(held.leader);
+            future<R> joined = follow(leader, held.key, held.ticket);
+            ++held.followers;  // after follow(), which may throw
+            return joined;
+          }
+        }
+        key = detail::text_ref::adopt(new detail::shared_text(o.key));
       }
-    } else if (key != nullptr) {
-      ticket = ++m_next_key_ticket;
-      m_keys.emplace(*key, key_entry{ticket, nullptr, &typeid(void), {}});
+      if constexpr (WithFuture) {
+        // States start with two references: the task's (`state`) and a second one, which goes
+        // to the caller's future, or for a key to the key table (the caller gets a follower).
+        state = detail::state_ref<R>(detail::shared_state<R>::create(this));
+        if (key) {
+          ticket = ++m_next_key_ticket;
+          result = follow(state.get(), key, ticket);
+          m_keys.emplace(std::string_view(*key.text()),
+                         key_entry{key,
+                                   ticket,
+                                   state.get(),
+                                   &typeid(R),
+                                   [raw = state.get()] {
+                                     detail::state_ref<R> drop(raw);  // adopts, then releases
+                                   },
+                                   1});
+        } else {
+          result = detail::make_future(detail::state_ref<R>(state.get()));
+        }
+      } else if (key) {
+        ticket = ++m_next_key_ticket;
+        m_keys.emplace(std::string_view(*key.text()),
+                       key_entry{key, ticket, nullptr, &typeid(void), {}});
+      }
+    } else {
+      state = detail::state_ref<R>(detail::shared_state<R>::create(this));
+      result = detail::make_future(detail::state_ref<R>(state.get()));
     }
     if (key_lock.owns_lock())
       key_lock.unlock();
     if (state && o.delay > clock::duration::zero())
       state->set_state(task_state::scheduled);
-    detail::plan_ptr plan = plan_for(o, key, ticket);
-    const std::string* name = plan->name;
+    detail::plan_ptr plan = plan_for(o, lane, key, ticket);
+    detail::text_ref name = plan->name;
     detail::state_ref<R> expiry = (state && o.deadline) ? state.copy() : detail::state_ref<R>();
     detail::shared_state_base* const owner = state.get();
     // Watched at once when it enters the timer now; a policy task watches on its first retry.
@@ -1032,15 +1088,15 @@ class executor final : private detail::scheduler, private detail::policy_host {
       node = detail::make_task(detail::policy_task<R, call_t>{
           std::move(state), std::move(call), std::move(plan), 1, false, {}, watched});
     } catch (...) {
-      release_key(key, ticket);
+      release_key(key.get(), ticket);
       throw;
     }
-    node->lane = o.lane;
-    node->set_name(name);
+    node->lane = lane;
+    node->set_name(std::move(name));
     if (expiry) {
       detail::task_node* timer =
-          detail::make_task(expire_action<R>{std::move(expiry), key, ticket, this});
-      timer->lane = o.lane;
+          detail::make_task(expire_action<R>{std::move(expiry), std::move(key), ticket, this});
+      timer->lane = lane;
       bool armed = false;
       try {
         armed = m_timers.schedule(*o.deadline, timer, detail::timer_kind::inline_, false, owner);
@@ -1078,7 +1134,9 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// A new future that receives a copy of `leader`'s result: the future of a submission of the
   /// key held by ticket `ticket`. The caller holds m_keys_mutex and counts the follower.
   template <class R>
-  future<R> follow(detail::shared_state<R>* leader, const std::string* key, std::uint64_t ticket) {
+  future<R> follow(detail::shared_state<R>* leader,
+                   const detail::text_ref& key,
+                   std::uint64_t ticket) {
     leader->add_ref();
     detail::state_ref<R> source(leader);
     detail::state_ref<R> target(detail::follower_state<R>::create(
@@ -1089,37 +1147,63 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   /// Counts a delayed task as submitted and puts it into the timer (removable by `owner` if
-  /// given); throws offload::rejected (discarding the node) once shutdown began.
+  /// given). From outside the pool: throws offload::rejected (discarding the node, counted as
+  /// rejected) once shutdown began. From a worker (accepted in every phase, as spawned tasks are):
+  /// once the timer takes no more starts (shutdown), the task is resolved as interrupted by
+  /// shutdown (cancelled), as delayed tasks already waiting are.
   void schedule_delayed(detail::task_node* node,
                         clock::time_point due,
                         const void* owner = nullptr) {
     const std::size_t l = index_of(node->lane);
-    const std::string* name = node->name();  // the node is not ours once scheduled
     const offload::lane lane = node->lane;
+    const detail::text_ref hook_name = name_for_hook(node);  // the node is not ours once scheduled
     mark_lane_used(l);
     if (detail::worker* w = current_worker()) {
       w->counters.lanes[l].submitted.add();
-    } else {
-      producer& p = local_producer();
-      if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
-        p.lanes[l].rejected.add();
+      bool scheduled = false;
+      try {
+        scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false, owner);
+      } catch (...) {  // no memory (or no timer thread): resolved, and the error propagates
+        resolve_outside(l, task_outcome::cancelled);
         detail::discard_task(node, detail::discard_reason::rejected);
-        throw rejected("offload: executor is shut down; submission rejected");
+        m_quiet.notify_all();
+        throw;
       }
-      p.lanes[l].submitted.add();
+      if (!scheduled) {
+        discard_from_timer(node);
+        return;
+      }
+      notify_submitted(hook_name, lane);
+      return;
     }
+    producer& p = local_producer();
+    // [X2] seq_cst; pairs with [X1]/[X3] in shutdown(): shutdown stops the timer's starts only
+    // after this flag is clear, so a submission that saw `running` is taken by the timer.
+    p.busy.store(true, std::memory_order_seq_cst);
+    if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
+      p.busy.store(false, std::memory_order_relaxed);
+      p.lanes[l].rejected.add();
+      detail::discard_task(node, detail::discard_reason::rejected);
+      throw rejected("offload: executor is shut down; submission rejected");
+    }
+    p.lanes[l].submitted.add();
     bool scheduled = false;
     try {
       scheduled = m_timers.schedule(due, node, detail::timer_kind::start, false, owner);
-    } catch (...) {
-    }
-    if (!scheduled) {  // shut down meanwhile (or out of memory): resolved, and refused
+    } catch (...) {  // no memory (or no timer thread): resolved, and the error propagates
       resolve_outside(l, task_outcome::cancelled);
+      p.busy.store(false, std::memory_order_release);
       detail::discard_task(node, detail::discard_reason::rejected);
       m_quiet.notify_all();
-      throw rejected("offload: executor is shut down; submission rejected");
+      throw;
     }
-    notify_submitted(name, lane);
+    // [X4] release; pairs with [X3]: shutdown sees the entry once it sees the flag clear.
+    p.busy.store(false, std::memory_order_release);
+    if (!scheduled) {  // not reached: starts stop only after this flag was seen clear
+      discard_from_timer(node);
+      return;
+    }
+    notify_submitted(hook_name, lane);
   }
 
   /// Timer thread: a delayed task or a retry is due; queue it (not counted again as submitted).
@@ -1155,31 +1239,70 @@ class executor final : private detail::scheduler, private detail::policy_host {
   // policy_host
   clock::time_point timer_now() const noexcept override { return m_timers.now(); }
 
-  bool schedule_retry(clock::time_point due,
+  void schedule_retry(clock::time_point due,
                       detail::task_node* node,
                       detail::shared_state_base* state,
-                      bool first_entry) override {
-    return schedule_again(due, node, state, first_entry, true);
+                      bool first_entry) noexcept override {
+    schedule_again(due, node, state, first_entry, true);
   }
 
   /// A policy task back into the timer (a retry, or a rate-limit wait), owned by its state if it
-  /// has one; `first_entry`: that state's entries are not watched yet (see watch_timers()).
-  bool schedule_again(clock::time_point due,
+  /// has one; `first_entry`: that state's entries are not watched yet (see watch_timers()). The
+  /// attempt that ends here is counted first (count_not_final()); a task the timer does not take
+  /// (shutdown, or no memory) is resolved as cancelled.
+  void schedule_again(clock::time_point due,
                       detail::task_node* node,
                       detail::shared_state_base* state,
                       bool first_entry,
-                      bool retry) {
-    if (m_phase.load(std::memory_order_relaxed) != phase::running)
-      return false;
-    try {
-      if (!m_timers.schedule(due, node, detail::timer_kind::start, retry, state))
-        return false;
-    } catch (...) {
-      return false;
+                      bool retry) noexcept {
+    count_not_final(index_of(node->lane), retry);
+    bool scheduled = false;
+    if (m_phase.load(std::memory_order_relaxed) == phase::running) {
+      try {
+        scheduled = m_timers.schedule(due, node, detail::timer_kind::start, retry, state);
+      } catch (...) {
+      }
     }
-    if (first_entry && state != nullptr)
+    if (!scheduled) {
+      discard_from_timer(node);
+      return;
+    }
+    if (state == nullptr)
+      return;
+    if (first_entry)
       watch_timers(state);
-    return true;
+    // [T1] A cancel() may have resolved the state after the attempt gave its claim back and
+    // before the entry existed: its timer_cleanup then found nothing to take back. The cancel
+    // publishes before its cleanup locks the timer, and this load follows the insertion made
+    // under that lock, so either the cleanup finds the entry or this sees the state ready.
+    if (state->is_ready()) {
+      detail::task_node* again = nullptr;
+      try {
+        again = m_timers.remove_owned(state, detail::timer_kind::start);
+      } catch (...) {  // the timer's mutex could not be locked: the entry stays until due
+      }
+      if (again != nullptr)
+        discard_from_timer(again);
+    }
+  }
+
+  /// An attempt that ended without a final outcome (a retry, or a rate-limit deferral), counted on
+  /// the thread that ran it: a worker's own counters (which its running() gauge derives from), or,
+  /// for a task run by its submitter (caller_runs), the retries of tasks resolved outside.
+  void count_not_final(std::size_t l, bool retry) noexcept {
+    if (detail::worker* w = current_worker()) {
+      if (retry) {
+        w->counters.lanes[l].retried.add();
+      } else {
+        w->counters.lanes[l].deferred.add();
+      }
+      return;
+    }
+    // [M3] release; pairs with [M1]'s acquire reads in metrics(): counted before the node is
+    // visible to the timer, so a reader that sees the retry fire sees this attempt too.
+    m_taken_outside[l].fetch_add(1, std::memory_order_release);
+    if (retry)
+      m_retried_outside[l].fetch_add(1, std::memory_order_relaxed);
   }
 
   double next_uniform() noexcept override {
@@ -1196,8 +1319,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
         d.id = ++m_next_dead_id;
         if (m_options.on_dead_letter)
           for_hook = d;
-        if (m_options.dead_letters.max_count > 0)
+        if (m_options.dead_letters.max_count > 0) {
+          m_dead_bytes += footprint(d);
           m_dead.push_back(std::move(d));
+        }
         prune_dead_letters(m_timers.now());
       }
       if (for_hook) {
@@ -1212,7 +1337,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
 
   std::optional<clock::time_point> take_token(const detail::task_plan& plan) override {
     const std::string bucket_key =
-        plan.name ? "name:" + *plan.name : "lane:" + std::string(to_string(plan.lane));
+        plan.name ? "name:" + *plan.name.text() : "lane:" + std::string(to_string(plan.lane));
     const clock::time_point now = m_timers.now();
     std::lock_guard lock(m_buckets_mutex);
     auto [it, inserted] = m_buckets.try_emplace(bucket_key);
@@ -1234,31 +1359,35 @@ class executor final : private detail::scheduler, private detail::policy_host {
                                       std::chrono::duration<double>(-b.tokens / b.per_second)));
   }
 
-  bool schedule_wait(clock::time_point due,
+  void schedule_wait(clock::time_point due,
                      detail::task_node* node,
                      detail::shared_state_base* state,
-                     bool first_entry) override {
-    return schedule_again(due, node, state, first_entry, false);  // not counted as a retry
+                     bool first_entry) noexcept override {
+    schedule_again(due, node, state, first_entry, false);
   }
 
-  void release_key(const std::string* key, std::uint64_t ticket) noexcept override {
+  void release_key(const detail::shared_text* key, std::uint64_t ticket) noexcept override {
     (void)erase_key(key, ticket, false);
   }
 
   /// Erases the key's holding `ticket` and drops the table's reference to its leader; with
   /// `last_follower`, only if this takes its follower count to 0. True if the key was erased.
-  bool erase_key(const std::string* key, std::uint64_t ticket, bool last_follower) noexcept {
+  bool erase_key(const detail::shared_text* key,
+                 std::uint64_t ticket,
+                 bool last_follower) noexcept {
     if (key == nullptr)
       return false;
     std::function<void()> release;
+    detail::text_ref held;  // the entry's reference to the key, dropped outside the lock
     {
       std::lock_guard lock(m_keys_mutex);
-      auto it = m_keys.find(*key);
+      auto it = m_keys.find(std::string_view(key->text));
       if (it == m_keys.end() || it->second.ticket != ticket)
         return false;  // released already, and perhaps held by a later submission now
       if (last_follower && --it->second.followers != 0)
         return false;  // another submitter still waits for the task
       release = std::move(it->second.release_leader);
+      held = std::move(it->second.key);
       m_keys.erase(it);
     }
     if (release)
@@ -1283,9 +1412,20 @@ class executor final : private detail::scheduler, private detail::policy_host {
   void prune_dead_letters(clock::time_point now) const {
     while (!m_dead.empty() &&
            (m_dead.size() > m_options.dead_letters.max_count ||
+            m_dead_bytes > m_options.dead_letters.max_bytes ||
             now - m_dead.front().last_failure > m_options.dead_letters.max_age)) {
+      m_dead_bytes -= footprint(m_dead.front());
       m_dead.pop_front();
     }
+  }
+
+  /// What one record counts against dead_letter_options::max_bytes.
+  static std::size_t footprint(const dead_letter& d) noexcept {
+    auto text = [](const std::string& s) {
+      return s.capacity() > 15 ? s.capacity() + 1 : 0;  // beyond the small-string buffer
+    };
+    return sizeof(dead_letter) + text(d.name) + text(d.key) + text(d.error) +
+           text(d.exception_type) + (d.replay ? d.replay->footprint() : 0);
   }
 
   /// A task failed: returns its exception (`thrown` if it escaped the task, a post(), else the
@@ -1326,29 +1466,22 @@ class executor final : private detail::scheduler, private detail::policy_host {
     return w != nullptr ? w->current_lane : offload::lane::normal;
   }
 
-  /// A stable pointer to a copy of `name` (null for ""), kept for the executor's life. The
-  /// thread's last name is cached, so a loop submitting one name takes the lock once.
-  const std::string* intern(const std::string& name) {
-    if (name.empty())
-      return nullptr;
-    struct cache_entry {
-      std::uint64_t uid = 0;
-      const std::string* name = nullptr;
-    };
-    thread_local cache_entry last;
-    if (last.uid == m_uid && *last.name == name)
-      return last.name;
-    std::lock_guard lock(m_names_mutex);
-    const std::string* interned = &*m_names.insert(name).first;  // node-based: stable address
-    last = {m_uid, interned};
-    return interned;
+  /// An option's lane, with lane::inherit resolved for the calling thread (validated already).
+  offload::lane resolve_lane(offload::lane l) const noexcept {
+    return resolve_lane(l, current_worker());
+  }
+  static offload::lane resolve_lane(offload::lane l, const detail::worker* w) noexcept {
+    return l == offload::lane::inherit ? inherited_lane(w) : l;
   }
 
   /// The plan of a policy submission: the interned one for its policy, name, lane and rate limit,
   /// or a plan of its own when it has a deadline, a key or a retry_if predicate (or when the table
   /// is full: k_max_interned_plans distinct policies).
-  detail::plan_ptr plan_for(const task_options& o, const std::string* key, std::uint64_t ticket) {
-    const std::string* name = intern(o.name);
+  detail::plan_ptr plan_for(const task_options& o,
+                            offload::lane lane,
+                            const detail::text_ref& key,
+                            std::uint64_t ticket) {
+    const detail::text_ref name = m_names.intern(o.name);
     const auto fill = [&](detail::task_plan& p) {
       p.retry = o.retry;
       if (o.deadline)
@@ -1356,22 +1489,22 @@ class executor final : private detail::scheduler, private detail::policy_host {
       p.name = name;
       p.key = key;
       p.key_ticket = ticket;
-      p.lane = o.lane;
+      p.lane = lane;
       p.host = this;
       if (o.rate) {
         p.rate_per_second = static_cast<float>(o.rate->per_second);
         p.rate_burst = static_cast<float>(o.rate->burst);
       }
     };
-    if (o.deadline || key != nullptr || o.retry.retry_if)
+    if (o.deadline || key || o.retry.retry_if)
       return detail::make_plan(fill);
     const plan_signature sig{o.retry.max_attempts,
                              o.retry.backoff,
                              o.retry.jitter,
-                             o.lane,
+                             lane,
                              o.retry.base_delay,
                              o.retry.max_delay,
-                             name,
+                             name.get(),
                              o.rate ? o.rate->per_second : 0.0,
                              o.rate ? o.rate->burst : 0.0};
     struct cache_entry {
@@ -1398,13 +1531,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// w: current_worker(), which the caller looks up (it usually needs it for the lane too).
   void enqueue_or_throw(detail::task_node* node, detail::worker* w) {
     const std::size_t l = index_of(node->lane);
-    const std::string* name = node->name();  // the node is not ours once queued
     const offload::lane lane = node->lane;
     mark_lane_used(l);
     if (w != nullptr) {
       // Inside the pool: accepted in every phase before `stopped`, so that tasks spawned while
       // draining run and tasks spawned while cancelling are resolved by the workers' sweep.
       // Never refused for capacity: a fork-join parent must be able to spawn its children.
+      const detail::text_ref hook_name = name_for_hook(node);  // the node is not ours once queued
       node->set_enqueued_ns(sample_time(w->timing_tick));
       w->counters.lanes[l].submitted.add();  // before the task is visible: see lane_counters
       try {
@@ -1414,11 +1547,11 @@ class executor final : private detail::scheduler, private detail::policy_host {
         throw;
       }
       note_lanes_refilled();  // before the hook: the stamp must not wait for it
-      notify_submitted(name, lane);
+      notify_submitted(hook_name, lane);
       m_idle.notify_one();
       return;
     }
-    enqueue_external(node, l, name, lane);
+    enqueue_external(node, l);
   }
 
   /// enqueue_or_throw() from a thread outside the pool.
@@ -1426,9 +1559,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   /// draining or cancelling too, and never refused for capacity.
   [[gnu::noinline]] void enqueue_external(detail::task_node* node,
                                           std::size_t l,
-                                          const std::string* name,
-                                          offload::lane lane,
                                           bool continuation = false) {
+    const offload::lane lane = node->lane;
     producer& p = local_producer();
     if (!continuation && m_lane_limits[l].bounded && !reserve_slot(p, node))
       return;  // ran on this thread (caller_runs)
@@ -1442,6 +1574,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       p.lanes[l].rejected.add();
       throw rejected("offload: executor is shut down; submission rejected");
     }
+    const detail::text_ref hook_name = name_for_hook(node);  // the node is not ours once queued
     node->set_enqueued_ns(sample_time(p.timing_tick));
     p.lanes[l].submitted.add();  // counted before the task is visible: see lane_counters
     bool queued = false;
@@ -1459,7 +1592,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     // [X4] release; pairs with [X3]: shutdown sees the enqueue once it sees the flag clear.
     p.busy.store(false, std::memory_order_release);
     note_lanes_refilled();  // before the hook: the stamp must not wait for it
-    notify_submitted(name, lane);
+    notify_submitted(hook_name, lane);
     m_idle.notify_one();
   }
 
@@ -1551,27 +1684,41 @@ class executor final : private detail::scheduler, private detail::policy_host {
     m_lane_limits[l].room.notify_one();
   }
 
-  /// overflow_policy::caller_runs: runs the task here, counted as submitted and resolved.
+  /// overflow_policy::caller_runs: runs the task here, counted as submitted and resolved. The
+  /// producer's busy flag covers only the phase check and the count, never the task: the task may
+  /// call anything, stats() and shutdown()'s other steps included. shutdown() waits for tasks
+  /// running this way through m_on_callers.
   void run_on_caller(producer& p, detail::task_node* node) {
     const std::size_t l = index_of(node->lane);
-    // [X2] as in enqueue_external(): shutdown() waits for this flag, so it cannot return while a
-    // task runs here; cleared by the guard's release store [X4].
+    const offload::lane lane = node->lane;
+    // [X2] as in enqueue_external().
     p.busy.store(true, std::memory_order_seq_cst);
-    struct clear_busy {
-      producer& p;
-      ~clear_busy() { p.busy.store(false, std::memory_order_release); }  // [X4]
-    } guard{p};
     if (m_phase.load(std::memory_order_seq_cst) != phase::running) {
+      p.busy.store(false, std::memory_order_relaxed);
       p.lanes[l].rejected.add();
       throw rejected("offload: executor is shut down; submission rejected");
     }
     p.lanes[l].submitted.add();
-    notify_submitted(node->name(), node->lane);  // not queued: the node is still ours
-    const offload::lane lane = node->lane;
-    const std::string* name = node->name();
+    m_on_callers.fetch_add(1, std::memory_order_relaxed);  // published by [X4]
+    // [X4] release; pairs with [X3]: shutdown sees the count and the increment once it sees the
+    // flag clear.
+    p.busy.store(false, std::memory_order_release);
+    struct done_on_caller {
+      executor* ex;
+      const executor* outer = std::exchange(tl_running_on_caller, ex);
+      ~done_on_caller() {
+        tl_running_on_caller = outer;
+        // [O1] release; pairs with the acquire in wait_for_callers() [O2]: the task's
+        // accounting is done before shutdown() may return.
+        ex->m_on_callers.fetch_sub(1, std::memory_order_release);
+        ex->m_quiet.notify_all();
+      }
+    } done{this};
+    const detail::text_ref name = node->take_name();  // the node is freed once run
+    notify_submitted(name, lane);
     task_outcome outcome = task_outcome::succeeded;
     std::exception_ptr error;
-    notify_started(name, lane);
+    notify_started(name.text(), lane);
     try {
       outcome = detail::run_task(node);
     } catch (...) {
@@ -1579,11 +1726,25 @@ class executor final : private detail::scheduler, private detail::policy_host {
       error = std::current_exception();
       report_detached_failure(error);
     }
+    if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred)
+      return;  // not final: it waits in the timer, and a worker runs its next attempt
     if (outcome == task_outcome::failed)
-      error = take_failure(name, lane, std::move(error));
-    notify_finished(name, lane, outcome, error);
+      error = take_failure(name.text(), lane, std::move(error));
+    notify_finished(name.text(), lane, outcome, error);
     resolve_outside(l, outcome);
     m_quiet.notify_all();  // a wait_idle() caller may be waiting for this task
+  }
+
+  /// shutdown(): waits until no task runs on a submitting thread (caller_runs).
+  void wait_for_callers() {
+    for (;;) {
+      auto key = m_quiet.prepare_wait();
+      if (m_on_callers.load(std::memory_order_acquire) == 0) {  // [O2]
+        m_quiet.cancel_wait();
+        return;
+      }
+      m_quiet.commit_wait(key);
+    }
   }
 
   /// Counts a task resolved by no worker (discarded, refused after counting, or run inline).
@@ -1592,11 +1753,20 @@ class executor final : private detail::scheduler, private detail::policy_host {
     m_resolved_outside[l][static_cast<std::size_t>(o)].fetch_add(1, std::memory_order_release);
   }
 
+  /// A reference to the node's name for the on_submitted hook, taken before the node is queued
+  /// (it may then be run and freed at once); none without the hook.
+  [[gnu::always_inline]] detail::text_ref name_for_hook(const detail::task_node* node) const {
+    if (!m_options.hooks.on_submitted) [[likely]]
+      return {};
+    return node->share_name();
+  }
+
   /// Takes the name and lane, not the node: once queued, the node may already be run and freed.
-  [[gnu::always_inline]] void notify_submitted(const std::string* name, offload::lane lane) const {
+  [[gnu::always_inline]] void notify_submitted(const detail::text_ref& name,
+                                               offload::lane lane) const {
     if (!m_options.hooks.on_submitted) [[likely]]
       return;
-    notify_submitted_slow(name, lane);
+    notify_submitted_slow(name.text(), lane);
   }
   [[gnu::noinline]] void notify_submitted_slow(const std::string* name, offload::lane lane) const {
     call_hook(m_options.hooks.on_submitted,
@@ -1821,14 +1991,15 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     ++w.fiber_depth;
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
-    const std::string* name = node->name();  // the node is freed once run
+    // The name's reference leaves the node, which is freed once run (an unnamed task: none).
+    const detail::text_ref name = node->take_name();
     task_outcome outcome = task_outcome::cancelled;
     std::exception_ptr error;
     if (cancelling()) [[unlikely]] {
       detail::discard_task(node, detail::discard_reason::shutdown);
     } else {
       if constexpr (Observed)
-        notify_started(name, task_lane);
+        notify_started(name.text(), task_lane);
       try {
         outcome = detail::run_task(node);
       } catch (...) {
@@ -1850,7 +2021,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
       lc.completed[static_cast<std::size_t>(task_outcome::succeeded)].add();
       return;
     }
-    count_outcome(lc, name, task_lane, outcome, std::move(error));
+    count_outcome(lc, name.text(), task_lane, outcome, std::move(error));
   }
 
   /// The accounting of every outcome but a success on execute()'s short path: retried
@@ -1861,15 +2032,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
                                        offload::lane lane,
                                        task_outcome outcome,
                                        std::exception_ptr error) {
-    if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred) {
-      // Not final: the task waits in the timer for its retry, or for a rate-limit token.
-      if (outcome == detail::k_outcome_retried) {
-        lc.retried.add();
-      } else {
-        lc.deferred.add();
-      }
-      return;
-    }
+    if (outcome == detail::k_outcome_retried || outcome == detail::k_outcome_deferred)
+      return;  // not final, and counted already (count_not_final())
     if (outcome == task_outcome::failed)
       error = take_failure(name, lane, std::move(error));
     if (m_has_finish_hooks)
@@ -2264,6 +2428,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   }
 
   static inline thread_local detail::worker* tl_worker = nullptr;
+  /// The executor whose task runs on this (submitting) thread now, by caller_runs; null if none.
+  static inline thread_local const executor* tl_running_on_caller = nullptr;
 
   executor_options m_options;
   std::string m_placement_note;
@@ -2285,12 +2451,18 @@ class executor final : private detail::scheduler, private detail::policy_host {
   detail::event_count m_idle;   // workers (and helping waiters) sleep here
   detail::event_count m_quiet;  // wait_idle() callers sleep here
   alignas(detail::k_cache_line) std::atomic<phase> m_phase{phase::running};
-  std::atomic<bool> m_discard_queued{false};  // set once by shutdown(cancel)
+  std::atomic<bool> m_discard_queued{false};   // set once by shutdown(cancel)
+  std::atomic<std::uint32_t> m_on_callers{0};  // tasks running on submitters now (caller_runs)
   // Tasks counted as submitted but resolved by no worker, by lane and outcome: discarded after
   // the workers stopped, refused by an allocation failure after being counted, or run on the
   // submitting thread (caller_runs).
   std::array<std::array<std::atomic<std::uint64_t>, k_outcome_count>, k_lane_count>
       m_resolved_outside{};
+  // Attempts run by their submitter (caller_runs) that were not final (a retry or a rate-limit
+  // deferral followed), by lane: taken off the queue as far as metrics' queued gauge goes.
+  std::array<std::atomic<std::uint64_t>, k_lane_count> m_taken_outside{};
+  // Of those, the retries: metrics' retries.
+  std::array<std::atomic<std::uint64_t>, k_lane_count> m_retried_outside{};
   mutable std::mutex m_producers_mutex;  // slow path: registering a producer, stats, shutdown
   std::vector<std::unique_ptr<producer>> m_producers;
   std::mutex m_shutdown_mutex;
@@ -2313,13 +2485,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
   std::unordered_map<std::string, token_bucket> m_buckets;
   mutable std::mutex m_dead_mutex;  // failure path: the dead-letter store
   mutable std::deque<dead_letter> m_dead;
+  mutable std::size_t m_dead_bytes = 0;  // Σ footprint(m_dead); guarded by m_dead_mutex
   std::uint64_t m_next_dead_id = 0;
   std::mutex m_keys_mutex;  // keyed submissions: de-duplication table
-  std::unordered_map<std::string, key_entry> m_keys;
-  std::uint64_t m_next_key_ticket = 0;  // guarded by m_keys_mutex
-  std::mutex m_names_mutex;             // slow path: a thread's first submission of a new task name
-  std::unordered_set<std::string> m_names;
-  std::mutex m_plans_mutex;  // slow path: a thread's first policy submission of a new signature
+  std::unordered_map<std::string_view, key_entry> m_keys;  // views into the entries' key records
+  std::uint64_t m_next_key_ticket = 0;                     // guarded by m_keys_mutex
+  detail::name_table m_names;  // task names in use (a thread's first submission of a name locks)
+  std::mutex m_plans_mutex;    // slow path: a thread's first policy submission of a new signature
   std::unordered_map<plan_signature, std::unique_ptr<detail::task_plan>, plan_signature::hash>
       m_plans;
 };

@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include <sched.h>  // sched_getaffinity: the default worker count
+
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
 #include "offload/lane.hpp"
@@ -50,7 +52,8 @@ struct lane_options {
 /// Executor configuration: an aggregate for designated initializers. The leading field order is
 /// part of the public contract.
 struct executor_options {
-  /// Worker threads; 0 means one per hardware thread (std::thread::hardware_concurrency()).
+  /// Worker threads; 0 means one per CPU this process may run on (its affinity mask, as set by
+  /// taskset or a cpuset; std::thread::hardware_concurrency() if that cannot be read).
   unsigned workers = 0;
   /// Where workers run: none (the OS decides), compact or scatter (pinned with hwloc, physical
   /// cores before SMT siblings, stealing from the nearest workers first). Built without hwloc,
@@ -105,6 +108,14 @@ struct executor_options {
   unsigned resolved_workers() const noexcept {
     if (workers != 0)
       return workers;
+    // The CPUs this process may run on (taskset, cgroup cpusets), not every CPU of the machine.
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+      const int n = CPU_COUNT(&allowed);
+      if (n > 0)
+        return static_cast<unsigned>(n);
+    }
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : hw;
   }
@@ -114,7 +125,12 @@ struct executor_options {
     if (workers > k_max_workers) {
       throw std::invalid_argument(
           "offload::executor_options.workers must be in [0, " + std::to_string(k_max_workers) +
-          "] (0 = one per hardware thread), got " + std::to_string(workers));
+          "] (0 = one per CPU this process may run on), got " + std::to_string(workers));
+    }
+    if (static_cast<unsigned>(placement) > static_cast<unsigned>(offload::placement::scatter)) {
+      throw std::invalid_argument(
+          "offload::executor_options.placement must be none, compact or scatter, got " +
+          std::to_string(static_cast<unsigned>(placement)));
     }
     if (spin_before_park < std::chrono::nanoseconds::zero() ||
         spin_before_park > std::chrono::seconds(1)) {
@@ -130,6 +146,11 @@ struct executor_options {
     for (std::size_t i = 0; i < k_lane_count; ++i) {
       const std::string field =
           "offload::executor_options.lanes[" + std::string(to_string(static_cast<lane>(i))) + "]";
+      if (static_cast<unsigned>(lanes[i].overflow) >
+          static_cast<unsigned>(overflow_policy::caller_runs)) {
+        throw std::invalid_argument(field + ".overflow must be reject, block or caller_runs, got " +
+                                    std::to_string(static_cast<int>(lanes[i].overflow)));
+      }
       if (lanes[i].capacity == 0) {
         throw std::invalid_argument(field +
                                     ".capacity must be at least 1 (or lane_options::unbounded), "
@@ -150,6 +171,11 @@ struct executor_options {
       throw std::invalid_argument(
           "offload::executor_options.dead_letters.max_count must be in [0, 10000000], got " +
           std::to_string(dead_letters.max_count));
+    }
+    if (dead_letters.max_bytes < 4096 || dead_letters.max_bytes > (std::size_t{1} << 40)) {
+      throw std::invalid_argument(
+          "offload::executor_options.dead_letters.max_bytes must be in [4096, 2^40], got " +
+          std::to_string(dead_letters.max_bytes));
     }
     if (dead_letters.max_age < std::chrono::seconds(1) ||
         dead_letters.max_age > std::chrono::hours(24 * 365)) {

@@ -46,6 +46,15 @@ struct retry_policy {
 
   /// Throws std::invalid_argument naming the first invalid field.
   void validate() const {
+    if (static_cast<unsigned>(backoff) > static_cast<unsigned>(offload::backoff::exponential)) {
+      throw std::invalid_argument(
+          "offload::retry_policy.backoff must be fixed, linear or exponential, got " +
+          std::to_string(static_cast<int>(backoff)));
+    }
+    if (static_cast<unsigned>(jitter) > static_cast<unsigned>(offload::jitter::equal)) {
+      throw std::invalid_argument("offload::retry_policy.jitter must be none, full or equal, got " +
+                                  std::to_string(static_cast<int>(jitter)));
+    }
     if (max_attempts < 1 || max_attempts > 1'000'000) {
       throw std::invalid_argument(
           "offload::retry_policy.max_attempts must be in [1, 1000000] (1 = no retry), got " +

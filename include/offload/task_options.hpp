@@ -23,9 +23,9 @@ struct rate_limit {
 /// Options of one task: an aggregate for designated initializers. The leading field order is part
 /// of the public contract: lane, retry, delay, deadline, key, name.
 struct task_options {
-  /// Priority lane. (A task submitted without task_options from inside a worker takes the lane
-  /// of the task that submits it; from outside the pool, lane::normal.)
-  offload::lane lane = offload::lane::normal;
+  /// Priority lane. Default, lane::inherit: inside a worker, the lane of the task that submits
+  /// it; outside the pool, lane::normal (as for a submission without task_options).
+  offload::lane lane = offload::lane::inherit;
   /// Retries with backoff; default one attempt. After the last attempt the task is dead-lettered
   /// and its future throws the last exception.
   offload::retry_policy retry{};
@@ -36,9 +36,10 @@ struct task_options {
   std::optional<clock::time_point> deadline{};
   /// De-duplication: while a task with this key is pending or running, submitting the key again
   /// returns a future of that task instead of starting a second (see executor::submit). Empty:
-  /// none.
+  /// none. Costs one record per key while its task is pending or running, freed when it ends.
   std::string key{};
-  /// Name reported to hooks, failure handlers and dead letters. Empty: unnamed.
+  /// Name reported to hooks, failure handlers and dead letters. Empty: unnamed. Costs one shared
+  /// text per distinct name in use, freed once no task, plan or dead letter holds it.
   std::string name{};
   /// Rate limit shared by all tasks with this name (or, unnamed, by the lane's unnamed tasks):
   /// a task that finds no token waits in the timer, holding no worker, until one is due. The
@@ -47,6 +48,11 @@ struct task_options {
 
   /// Throws std::invalid_argument naming the first invalid field.
   void validate() const {
+    if (!is_lane(lane) && lane != offload::lane::inherit) {
+      throw std::invalid_argument(
+          "offload::task_options.lane must be critical, high, normal, low or inherit, got " +
+          std::to_string(static_cast<unsigned>(lane)));
+    }
     if (delay < clock::duration::zero()) {
       throw std::invalid_argument("offload::task_options.delay must not be negative, got " +
                                   std::to_string(delay.count()) + " ticks");

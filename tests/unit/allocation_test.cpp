@@ -182,14 +182,16 @@ void expect_tail_and_callable_apart() {
   largest_inline_task<Align> task{};
   task.bytes.fill(0xA5);
   task.intact = &intact;
-  const std::string name = "tail";
+  auto* name = new offload::detail::shared_text("tail");
   offload::detail::task_node* node = offload::detail::make_task(task);
-  node->set_name(&name);
+  node->set_name(offload::detail::text_ref::share(name));
   node->set_enqueued_ns(0x0123'4567'89ab'cdefULL);
-  EXPECT_EQ(node->name(), &name);
+  EXPECT_EQ(node->name(), &name->text);
   EXPECT_EQ(node->enqueued_ns(), 0x0123'4567'89ab'cdefULL);
   (void)offload::detail::run_task(node);
   EXPECT_EQ(intact, 1) << "alignment " << Align;
+  EXPECT_EQ(name->refs.load(), 1u) << "the node dropped its reference to its name";
+  name->release();
 }
 
 }  // namespace

@@ -112,20 +112,7 @@ void advance_and_settle(offload::executor& ex,
   });
 }
 
-/// Per lane: submitted == Σ completed + queued + scheduled + running.
-::testing::AssertionResult counters_reconcile(const offload::metrics_snapshot& m) {
-  for (std::size_t l = 0; l < offload::k_lane_count; ++l) {
-    const auto& lm = m.lanes[l];
-    const std::uint64_t accounted = lm.completed_total() + lm.queued + lm.scheduled + lm.running;
-    if (lm.submitted != accounted) {
-      return ::testing::AssertionFailure()
-             << "lane " << offload::to_string(static_cast<lane>(l)) << ": submitted "
-             << lm.submitted << " != completed " << lm.completed_total() << " + queued "
-             << lm.queued << " + scheduled " << lm.scheduled << " + running " << lm.running;
-    }
-  }
-  return ::testing::AssertionSuccess();
-}
+using offload_test::counters_reconcile;
 
 // ---------------------------------------------------------------------------------------------
 // retry_delay(): the backoff formula, the cap, then jitter.
@@ -1333,16 +1320,7 @@ TEST(Key, AnExpiredTaskDoesNotFreeTheKeyOfItsSuccessor) {
 // ---------------------------------------------------------------------------------------------
 // Bad input: rejected at submission, naming the field.
 
-template <class Submit>
-void expect_invalid(Submit submit, const std::string& field) {
-  try {
-    submit();
-    ADD_FAILURE() << "no exception; expected one naming " << field;
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(field), std::string::npos)
-        << "message '" << e.what() << "' does not name " << field;
-  }
-}
+using offload_test::expect_invalid;
 
 TEST(ReliabilityInput, ValidateNamesTheField) {
   expect_invalid(
@@ -1591,7 +1569,7 @@ TEST(ReliabilityCounters, ReconcileWithTimedWork) {
     EXPECT_TRUE(counters_reconcile(m));
     EXPECT_EQ(m.of(lane::high).scheduled, 1u);
     EXPECT_EQ(m.of(lane::normal).scheduled, 2u);  // the retry and the delayed failure
-    EXPECT_EQ(m.of(lane::low).scheduled, 1u);  // the expiring one (a cancel leaves at once)
+    EXPECT_EQ(m.of(lane::low).scheduled, 1u);     // the expiring one (a cancel leaves at once)
   }
   c->advance(10ms);  // t0 + 10 ms: retry 1, the high delayed task, the cancelled one
   offload_test::eventually([&] {

@@ -18,6 +18,7 @@
 #include "offload/dead_letter.hpp"
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
+#include "offload/detail/shared_text.hpp"
 #include "offload/detail/task.hpp"
 #include "offload/error.hpp"
 #include "offload/future.hpp"
@@ -41,6 +42,8 @@ class replayable {
  public:
   virtual ~replayable() = default;
   virtual std::function<void()> callable() const = 0;
+  /// Bytes this object takes (the callable's own size: what its captures own is not seen).
+  virtual std::size_t footprint() const noexcept = 0;
   retry_policy retry;
 };
 
@@ -48,6 +51,7 @@ template <class F>
 class replayable_callable final : public replayable {
  public:
   explicit replayable_callable(F f) : m_fn(std::move(f)) {}
+  std::size_t footprint() const noexcept override { return sizeof(*this); }
   std::function<void()> callable() const override {
     return [f = m_fn]() mutable {
       (void)f();
@@ -62,29 +66,32 @@ class replayable_callable final : public replayable {
 class policy_host {
  public:
   virtual clock::time_point timer_now() const noexcept = 0;
-  /// Puts a retry into the timer, due at `due`. False once the executor stops accepting retries
-  /// (shutdown): the node is then still the caller's. `state`, if any, is the task's future
-  /// state, which owns the entry: once it is ready (cancelled), the entry is taken back at once.
-  /// `watch`: the state's entries are not watched for that yet.
-  virtual bool schedule_retry(clock::time_point due,
+  /// Takes a retry: puts it into the timer, due at `due`, or, once the executor stops accepting
+  /// retries (shutdown), resolves it as cancelled at once. Either way the failed attempt is
+  /// counted as not final on the calling thread before the node can be seen anywhere else, so a
+  /// cancel() that resolves the waiting retry at once finds this attempt's accounting done.
+  /// `state`, if any, is the task's future state, which owns the entry: once it is ready
+  /// (cancelled), the entry is taken back at once. `watch`: its entries are not watched yet.
+  virtual void schedule_retry(clock::time_point due,
                               task_node* node,
                               shared_state_base* state,
-                              bool watch) = 0;
+                              bool watch) noexcept = 0;
   /// A uniform number in [0, 1] for jitter. Worker threads only.
   virtual double next_uniform() noexcept = 0;
   virtual void add_dead_letter(dead_letter d) noexcept = 0;
   /// The task holding de-duplication key `key` ended (null: no key).
   /// Only the holder named by `ticket` is released: a key already taken over by a later
   /// submission (after an expiry freed it) stays with that submission.
-  virtual void release_key(const std::string* key, std::uint64_t ticket) noexcept = 0;
+  virtual void release_key(const shared_text* key, std::uint64_t ticket) noexcept = 0;
   /// Takes a token of the plan's rate limit: returns nothing if one was available now, else the
   /// time at which the token taken (reserved) for this task becomes available.
   virtual std::optional<clock::time_point> take_token(const struct task_plan& plan) = 0;
-  /// Puts a task that found no token back into the timer (not a retry: attempts unchanged).
-  virtual bool schedule_wait(clock::time_point due,
+  /// Takes a task that found no token, as schedule_retry() does (not a retry: attempts
+  /// unchanged; counted as deferred).
+  virtual void schedule_wait(clock::time_point due,
                              task_node* node,
                              shared_state_base* state,
-                             bool watch) = 0;
+                             bool watch) noexcept = 0;
 
  protected:
   ~policy_host() = default;
@@ -99,8 +106,8 @@ class policy_host {
 struct task_plan {
   retry_policy retry;
   clock::time_point deadline = clock::time_point::max();  // max: none
-  const std::string* name = nullptr;                      // interned by the executor
-  const std::string* key = nullptr;                       // interned; null: no de-duplication
+  text_ref name;                                          // null: unnamed
+  text_ref key;                                           // null: no de-duplication
   std::uint64_t key_ticket = 0;                           // which holding of the key this task is
   float rate_per_second = 0;                              // 0: no rate limit
   float rate_burst = 1;
@@ -160,7 +167,7 @@ struct policy_task {
       }
     }
     if (state && !state->try_start()) {  // cancelled or expired while waiting
-      plan->host->release_key(plan->key, plan->key_ticket);
+      plan->host->release_key(plan->key.get(), plan->key_ticket);
       return state->state() == task_state::expired ? task_outcome::expired
                                                    : task_outcome::cancelled;
     }
@@ -201,14 +208,14 @@ struct policy_task {
   }
 
   void discard(discard_reason) noexcept {
-    plan->host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key.get(), plan->key_ticket);
     if (state)
       state->cancel("offload: task cancelled by executor shutdown");
   }
 
  private:
   task_outcome expire() {
-    plan->host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key.get(), plan->key_ticket);
     if (state && state->try_claim()) {
       state->store_exception(std::make_exception_ptr(offload::expired(
                                  "offload: task expired: its deadline passed before it started")),
@@ -224,7 +231,7 @@ struct policy_task {
   /// then starts now.
   std::optional<task_outcome> defer_until(clock::time_point due) {
     const offload::lane lane = plan->lane;
-    const std::string* name = plan->name;
+    text_ref name = plan->name;
     policy_host* const host = plan->host;  // *this (plan included) moves into the new node
     shared_state_base* const owner = state ? state.get() : nullptr;
     const bool watch = owner != nullptr && !std::exchange(timers_watched, true);
@@ -237,15 +244,13 @@ struct policy_task {
       return std::nullopt;
     }
     node->lane = lane;
-    node->set_name(name);
-    if (host->schedule_wait(due, node, owner, watch))
-      return k_outcome_deferred;
-    discard_task(node, discard_reason::shutdown);  // shutting down: resolved as cancelled
-    return task_outcome::cancelled;
+    node->set_name(std::move(name));
+    host->schedule_wait(due, node, owner, watch);
+    return k_outcome_deferred;
   }
 
   task_outcome finish(task_outcome outcome) {
-    plan->host->release_key(plan->key, plan->key_ticket);
+    plan->host->release_key(plan->key.get(), plan->key_ticket);
     fn.reset();  // captures destroyed before the result is published
     if (state)
       state->publish();
@@ -284,7 +289,7 @@ struct policy_task {
     if (wants_retry(error, delay)) {
       state_ref<R> keep = state ? state.copy() : state_ref<R>();
       const offload::lane lane = plan->lane;
-      const std::string* name = plan->name;
+      text_ref name = plan->name;
       policy_host* const host = plan->host;  // *this (plan included) moves into the new node
       const bool watch = keep && !std::exchange(timers_watched, true);
       ++attempt;
@@ -296,22 +301,19 @@ struct policy_task {
         return fail(std::move(error), now);
       }
       node->lane = lane;
-      node->set_name(name);
+      node->set_name(std::move(name));
       if (keep)
         keep->release_for_retry();
-      if (host->schedule_retry(saturating_add(now, delay), node, keep.get(), watch))
-        return k_outcome_retried;
-      // Shutting down: the retry cannot wait; resolve it as interrupted (cancelled).
-      discard_task(node, discard_reason::shutdown);
-      return task_outcome::cancelled;
+      host->schedule_retry(saturating_add(now, delay), node, keep.get(), watch);
+      return k_outcome_retried;
     }
     return fail(std::move(error), now);
   }
 
   task_outcome fail(std::exception_ptr error, clock::time_point now) {
     dead_letter d;
-    d.name = plan->name ? *plan->name : std::string();
-    d.key = plan->key ? *plan->key : std::string();
+    d.name = plan->name ? *plan->name.text() : std::string();
+    d.key = plan->key ? *plan->key.text() : std::string();
     d.attempts = attempt;
     d.lane = plan->lane;
     d.first_failure = first_failure;

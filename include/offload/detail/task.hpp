@@ -19,6 +19,7 @@
 #endif
 
 #include "offload/detail/block_pool.hpp"
+#include "offload/detail/shared_text.hpp"
 #include "offload/lane.hpp"
 #include "offload/task_events.hpp"
 
@@ -58,12 +59,32 @@ struct task_node {
   bool has_name = false;
   bool timed = false;  // chosen for the wait and run time histograms
 
-  /// The name, interned by the executor; null for unnamed tasks.
-  const std::string* name() const noexcept { return has_name ? tail().name : nullptr; }
-  void set_name(const std::string* name) noexcept {
-    has_name = name != nullptr;
+  /// The name (the executor's record of it); null for unnamed tasks. Valid while the node holds
+  /// it: until it is run or discarded, or take_name().
+  const std::string* name() const noexcept { return has_name ? &tail().name->text : nullptr; }
+  /// Gives the node a name (it holds the reference until it is freed, or take_name()).
+  void set_name(text_ref name) noexcept {
+    has_name = static_cast<bool>(name);
     if (has_name)
-      tail().name = name;
+      tail().name = name.release();
+  }
+  /// A new reference to the name (none for unnamed tasks), valid after the node is freed.
+  text_ref share_name() const noexcept {
+    return has_name ? text_ref::share(tail().name) : text_ref{};
+  }
+  /// Takes the name's reference out of the node (for whoever needs it once the node is freed).
+  text_ref take_name() noexcept {
+    if (!has_name)
+      return {};
+    has_name = false;
+    return text_ref::adopt(tail().name);
+  }
+  /// Drops the name's reference, if any: the node is being freed.
+  void drop_name() noexcept {
+    if (has_name) {
+      has_name = false;
+      tail().name->release();
+    }
   }
   /// The tick_clock time it became ready, for the queue wait histogram; 0: not timed.
   std::uint64_t enqueued_ns() const noexcept { return timed ? tail().enqueued_ns : 0; }
@@ -74,7 +95,7 @@ struct task_node {
   }
 
   struct tail_fields {
-    const std::string* name;
+    shared_text* name;
     std::uint64_t enqueued_ns;
   };
 
@@ -242,7 +263,10 @@ task_node* make_task(F&& f) {
 inline task_outcome run_task(task_node* n) {
   struct release {
     task_node* n;
-    ~release() { block_pool::deallocate(n->home, n); }
+    ~release() {
+      n->drop_name();
+      block_pool::deallocate(n->home, n);
+    }
   } r{n};
   return n->ops->run(n);
 }
@@ -250,6 +274,7 @@ inline task_outcome run_task(task_node* n) {
 /// Drops a task without running it and returns its block to its pool.
 inline void discard_task(task_node* n, discard_reason why) noexcept {
   n->ops->discard(n, why);
+  n->drop_name();
   block_pool::deallocate(n->home, n);
 }
 
