@@ -243,7 +243,13 @@ TEST(TimerEntries, ACancelledRetryReleasesItsCapturesNow) {
   offload_test::eventually([&] {
     return f.state() == offload::task_state::retrying;
   });
-  EXPECT_EQ(g_alive.load(), 1);
+  EXPECT_EQ(g_alive.load(), 1);  // the failed attempt's (moved-from) callable is gone already
+  // Once the retry waits in the timer, cancel() takes it back before it returns. (A cancel()
+  // that lands while the retry is being put into the timer is met by the worker, which takes
+  // the entry back at once: test Cancel.RetryWaitingTaskNeverRunsAgain and shutdown_races.)
+  offload_test::eventually([&] {
+    return ex.metrics().lanes[offload::index_of(offload::lane::normal)].scheduled == 1;
+  });
   EXPECT_TRUE(f.cancel());
   EXPECT_EQ(g_alive.load(), 0);
 }

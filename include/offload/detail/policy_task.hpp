@@ -243,6 +243,7 @@ struct policy_task {
       token_reserved = false;
       return std::nullopt;
     }
+    fn.reset();  // the moved-from callable
     node->lane = lane;
     node->set_name(std::move(name));
     host->schedule_wait(due, node, owner, watch);
@@ -300,6 +301,7 @@ struct policy_task {
         --attempt;
         return fail(std::move(error), now);
       }
+      fn.reset();  // the moved-from callable: nothing of this attempt outlives the retry's start
       node->lane = lane;
       node->set_name(std::move(name));
       if (keep)
