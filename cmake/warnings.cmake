@@ -6,11 +6,6 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wold-style-cast -Wcast-align
     -Woverloaded-virtual -Wconversion -Wsign-conversion -Wdouble-promotion
     -Wformat=2 -Wimplicit-fallthrough)
-  # GCC 12 reports std::function members of aggregate temporaries (task_options{.retry = ...})
-  # as maybe-uninitialized at -O3: a known false positive of its inliner.
-  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
-    target_compile_options(offload_warnings INTERFACE -Wno-maybe-uninitialized)
-  endif()
   if(OFFLOAD_WARNINGS_AS_ERRORS)
     target_compile_options(offload_warnings INTERFACE -Werror)
   endif()

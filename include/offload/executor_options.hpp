@@ -85,7 +85,8 @@ struct executor_options {
   /// Accepted: 1 to 65536.
   unsigned timing_sample_interval = 64;
   /// Optional observers of task events; unset hooks cost nothing measurable.
-  task_hooks hooks{};
+  /// (A prvalue, not `{}`: see task_options::retry.)
+  task_hooks hooks = task_hooks();
   /// Bounds of the dead-letter store (executor::dead_letters()).
   dead_letter_options dead_letters{};
   /// Called with each new dead letter, on the worker where the task failed; must not throw.

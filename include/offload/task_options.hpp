@@ -28,7 +28,9 @@ struct task_options {
   offload::lane lane = offload::lane::inherit;
   /// Retries with backoff; default one attempt. After the last attempt the task is dead-lettered
   /// and its future throws the last exception.
-  offload::retry_policy retry{};
+  /// (A prvalue, not `{}`: GCC 12 destroys a member built from a nested braced list twice when a
+  /// later member's initializer throws, and warns about it at -O3.)
+  offload::retry_policy retry = offload::retry_policy();
   /// Start no earlier than this after submission (waits in a timer, not in a worker). >= 0.
   clock::duration delay{};
   /// If the task has not started by then it never runs: its future throws offload::expired

@@ -377,26 +377,28 @@ TEST(Metrics, DelaysRetriesAndDeadlinesReconcile) {
 
   // Retried twice, then succeeds: two retries, one completion.
   std::atomic<int> attempts{0};
-  auto retried = ex.submit(offload::task_options{.lane = lane::high,
-                                                 .retry = {.max_attempts = 3,
+  auto retried = ex.submit(
+      offload::task_options{.lane = lane::high,
+                            .retry = offload::retry_policy{.max_attempts = 3,
                                                            .backoff = offload::backoff::fixed,
                                                            .base_delay = 1s,
                                                            .jitter = offload::jitter::none}},
-                           [&attempts] {
-                             if (attempts.fetch_add(1) < 2)
-                               throw std::runtime_error("transient");
-                             return 42;
-                           });
+      [&attempts] {
+        if (attempts.fetch_add(1) < 2)
+          throw std::runtime_error("transient");
+        return 42;
+      });
   // Fails on every attempt: one retry, then failed for good and dead-lettered.
-  auto doomed = ex.submit(offload::task_options{.lane = lane::critical,
-                                                .retry = {.max_attempts = 2,
-                                                          .backoff = offload::backoff::fixed,
-                                                          .base_delay = 1s,
-                                                          .jitter = offload::jitter::none},
-                                                .name = "doomed"},
-                          []() -> int {
-                            throw std::runtime_error("permanent");
-                          });
+  auto doomed = ex.submit(
+      offload::task_options{.lane = lane::critical,
+                            .retry = offload::retry_policy{.max_attempts = 2,
+                                                           .backoff = offload::backoff::fixed,
+                                                           .base_delay = 1s,
+                                                           .jitter = offload::jitter::none},
+                            .name = "doomed"},
+      []() -> int {
+        throw std::runtime_error("permanent");
+      });
   offload_test::eventually([&] {
     m = ex.metrics();
     return m.of(lane::high).retries == 1 && m.of(lane::critical).retries == 1 &&

@@ -324,7 +324,7 @@ TEST(TaskHooks, ThrowingHooksDoNotBreakTheExecutor) {
                               ++task_errors;
                               throw std::runtime_error("on_task_error throws");
                             },
-                        .hooks = {
+                        .hooks = offload::task_hooks{
                             .on_failure =
                                 [&](const offload::task_event&) {
                                   ++failures;
@@ -414,9 +414,10 @@ TEST(TaskHooks, UnsetAndPartlySetHooksWork) {
   }
   std::atomic<int> finished{0};
   {
-    offload::executor ex{{.workers = 2, .hooks = {.on_finished = [&](const offload::task_event&) {
-                                          ++finished;
-                                        }}}};
+    offload::executor ex{
+        {.workers = 2, .hooks = offload::task_hooks{.on_finished = [&](const offload::task_event&) {
+                         ++finished;
+                       }}}};
     for (int i = 0; i < 50; ++i) ex.post([] {});
     ex.submit([]() -> int {
         throw std::runtime_error("x");
@@ -426,9 +427,10 @@ TEST(TaskHooks, UnsetAndPartlySetHooksWork) {
   EXPECT_EQ(finished.load(), 51);
   std::atomic<int> failures{0};
   {
-    offload::executor ex{{.workers = 1, .hooks = {.on_failure = [&](const offload::task_event&) {
-                                          ++failures;
-                                        }}}};
+    offload::executor ex{
+        {.workers = 1, .hooks = offload::task_hooks{.on_failure = [&](const offload::task_event&) {
+                         ++failures;
+                       }}}};
     for (int i = 0; i < 10; ++i) {
       ex.post([i] {
         if (i % 2 == 0)

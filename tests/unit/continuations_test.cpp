@@ -186,10 +186,11 @@ TEST(Outcomes, ATaskThrowingCancelledOrExpiredItselfFailed) {
   auto e = ex.submit([]() -> int {
     throw offload::expired("thrown by the task");
   });
-  auto r = ex.submit(offload::task_options{.retry = {.max_attempts = 2, .base_delay = 1ms}},
-                     []() -> int {
-                       throw offload::cancelled("thrown by a retried task");
-                     });
+  auto r = ex.submit(
+      offload::task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 1ms}},
+      []() -> int {
+        throw offload::cancelled("thrown by a retried task");
+      });
   EXPECT_THROW(c.get(), offload::cancelled);
   EXPECT_THROW(e.get(), offload::expired);
   EXPECT_THROW(r.get(), offload::cancelled);
@@ -230,8 +231,11 @@ TEST(Outcomes, ARunningTaskThatHonoursCancelEndsCancelled) {
       while (!offload::this_task::stop_requested()) std::this_thread::sleep_for(100us);
       throw offload::cancelled("stopped on request");
     };
-    auto f = with_policy ? ex.submit(offload::task_options{.retry = {.max_attempts = 3}}, body)
-                         : ex.submit(body);
+    auto f =
+        with_policy
+            ? ex.submit(offload::task_options{.retry = offload::retry_policy{.max_attempts = 3}},
+                        body)
+            : ex.submit(body);
     while (!started) std::this_thread::yield();
     EXPECT_FALSE(f.cancel());  // running: the request is delivered, the task decides
     f.wait();

@@ -47,7 +47,7 @@ void one_round(offload::executor& ex, int round) {
   for (int i = 0; i < 20'000; ++i)  // distinct names (a Celery user's job ids)
     ex.post(task_options{.name = "job-" + tag + "-" + std::to_string(i)}, [] {});
   for (int i = 0; i < 5'000; ++i) {  // failures: dead letters, bounded by the store's limits
-    ex.post(task_options{.retry = {.max_attempts = 2, .base_delay = 0ms},
+    ex.post(task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 0ms},
                          .name = "fails-" + std::to_string(i)},
             [pad = std::string(300, 'x')] {
               throw std::runtime_error("boom " + pad);

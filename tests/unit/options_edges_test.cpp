@@ -76,13 +76,16 @@ TEST(EnumFields, RetryPolicyEnumsOutOfRangeAreRefused) {
   for (unsigned v : {3u, 4u, 255u, 0xffffffffu}) {
     expect_invalid(
         [&] {
-          task_options{.retry = {.max_attempts = 2, .backoff = bad<offload::backoff>(v)}}
+          task_options{.retry = offload::retry_policy{.max_attempts = 2,
+                                                      .backoff = bad<offload::backoff>(v)}}
               .validate();
         },
         "retry_policy.backoff");
     expect_invalid(
         [&] {
-          task_options{.retry = {.max_attempts = 2, .jitter = bad<offload::jitter>(v)}}.validate();
+          task_options{
+              .retry = offload::retry_policy{.max_attempts = 2, .jitter = bad<offload::jitter>(v)}}
+              .validate();
         },
         "retry_policy.jitter");
   }
@@ -142,27 +145,31 @@ TEST(DurationFields, EachIsAcceptedOrRefusedAtItsEdges) {
       },
       "task_options.delay");
   // retry delays: base in [0, max_delay], max_delay <= 365 days.
-  task_options{.retry = {.max_attempts = 2, .base_delay = 0ns, .max_delay = 0ns}}.validate();
+  task_options{.retry =
+                   offload::retry_policy{.max_attempts = 2, .base_delay = 0ns, .max_delay = 0ns}}
+      .validate();
   expect_invalid(
       [] {
-        task_options{.retry = {.max_attempts = 2, .base_delay = dur(-1)}}.validate();
+        task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = dur(-1)}}
+            .validate();
       },
       "retry_policy.base_delay");
   expect_invalid(
       [] {
-        task_options{
-            .retry = {.max_attempts = 2, .base_delay = dur::max(), .max_delay = dur::max()}}
+        task_options{.retry =
+                         offload::retry_policy{
+                             .max_attempts = 2, .base_delay = dur::max(), .max_delay = dur::max()}}
             .validate();
       },
       "retry_policy.max_delay");
   expect_invalid(
       [] {
-        task_options{.retry = {.max_attempts = 0}}.validate();
+        task_options{.retry = offload::retry_policy{.max_attempts = 0}}.validate();
       },
       "retry_policy.max_attempts");
   expect_invalid(
       [] {
-        task_options{.retry = {.max_attempts = 1'000'001}}.validate();
+        task_options{.retry = offload::retry_policy{.max_attempts = 1'000'001}}.validate();
       },
       "retry_policy.max_attempts");
   // executor_options durations.
@@ -236,7 +243,7 @@ TEST(LaneInheritance, OptionsWithoutALaneKeepTheParentsLane) {
     (void)ex.submit(task_options{.delay = 1ms}, [&] {
       return ++done;
     });
-    (void)ex.submit(task_options{.retry = {.max_attempts = 2}}, [&] {
+    (void)ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 2}}, [&] {
       return ++done;
     });
     ex.post(task_options{.lane = lane::high}, [&] {
@@ -262,11 +269,12 @@ TEST(LaneInheritance, OptionsWithoutALaneKeepTheParentsLane) {
 TEST(MoveOnlyResults, WorkWithRetryDelayDeadlineAndRate) {
   offload::executor ex{{.workers = 1}};
   std::atomic<int> tries{0};
-  auto retried = ex.submit(task_options{.retry = {.max_attempts = 2, .base_delay = 1ms}}, [&] {
-    if (tries.fetch_add(1) == 0)
-      throw std::runtime_error("once");
-    return std::make_unique<int>(1);
-  });
+  auto retried = ex.submit(
+      task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 1ms}}, [&] {
+        if (tries.fetch_add(1) == 0)
+          throw std::runtime_error("once");
+        return std::make_unique<int>(1);
+      });
   auto delayed = ex.submit(task_options{.delay = 1ms}, [] {
     return std::make_unique<int>(2);
   });
@@ -302,7 +310,11 @@ TEST(Arguments, AreTakenAsByStdAsync) {
     return c;
   };
   EXPECT_EQ(ex.submit(bump, std::ref(counter), 2).get(), 2);
-  EXPECT_EQ(ex.submit(task_options{.retry = {.max_attempts = 2}}, bump, std::ref(counter), 3).get(),
+  EXPECT_EQ(ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 2}},
+                      bump,
+                      std::ref(counter),
+                      3)
+                .get(),
             5);
   EXPECT_EQ(counter, 5);
   const std::string text = "abc";
@@ -343,7 +355,7 @@ TEST(DeadLetters, TheStoreIsBoundedByBytes) {
   o.dead_letters.max_bytes = 64 << 10;
   offload::executor ex{o};
   for (int i = 0; i < 200; ++i) {
-    ex.post(task_options{.retry = {.max_attempts = 2, .base_delay = 0ms}}, [] {
+    ex.post(task_options{.retry = offload::retry_policy{.max_attempts = 2, .base_delay = 0ms}}, [] {
       throw std::runtime_error(std::string(2000, 'e'));
     });
   }

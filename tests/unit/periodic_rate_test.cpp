@@ -148,7 +148,7 @@ TEST(Periodic, InvalidArgumentsNameTheField) {
             }).find("period"),
             std::string::npos);
   EXPECT_NE(message_of([&] {
-              f.ex.schedule_every(10ms, {.retry = {.max_attempts = 2}}, [] {});
+              f.ex.schedule_every(10ms, {.retry = offload::retry_policy{.max_attempts = 2}}, [] {});
             }).find("retry"),
             std::string::npos);
   EXPECT_NE(message_of([&] {

@@ -242,7 +242,7 @@ TEST(Retry, OneAttemptRunsOnceAndDeadLettersWithTheTaskException) {
   offload::executor ex{with_clock(2, c)};
   std::atomic<int> runs{0};
   auto f = ex.submit(task_options{.lane = lane::high,
-                                  .retry = {.max_attempts = 1},
+                                  .retry = offload::retry_policy{.max_attempts = 1},
                                   .key = "order:17",
                                   .name = "charge_card"},
                      [&runs]() -> int {
@@ -299,15 +299,17 @@ TEST(Retry, FailsTwiceThenSucceedsOnTheThirdAttempt) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   recorder<unsigned> attempts;
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 3, .base_delay = 20ms, .max_delay = 1s},
-                                  .name = "flaky"},
-                     [&attempts] {
-                       const unsigned a = offload::this_task::attempt();
-                       attempts.add(a);
-                       if (a < 3)
-                         throw std::runtime_error("attempt " + std::to_string(a) + " failed");
-                       return 42;
-                     });
+  auto f = ex.submit(
+      task_options{
+          .retry = offload::retry_policy{.max_attempts = 3, .base_delay = 20ms, .max_delay = 1s},
+          .name = "flaky"},
+      [&attempts] {
+        const unsigned a = offload::this_task::attempt();
+        attempts.add(a);
+        if (a < 3)
+          throw std::runtime_error("attempt " + std::to_string(a) + " failed");
+        return 42;
+      });
   offload_test::eventually([&] {
     return attempts.size() == 1 && f.state() == task_state::retrying;
   });
@@ -347,10 +349,10 @@ TEST(Retry, TheWaitHoldsNoWorker) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto retried = ex.submit(task_options{.retry = {.max_attempts = 2,
-                                                  .backoff = backoff::fixed,
-                                                  .base_delay = 1h,
-                                                  .max_delay = 1h}},
+  auto retried = ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 2,
+                                                                       .backoff = backoff::fixed,
+                                                                       .base_delay = 1h,
+                                                                       .max_delay = 1h}},
                            [&runs] {
                              if (runs.fetch_add(1) == 0)
                                throw std::runtime_error("first attempt fails");
@@ -375,12 +377,14 @@ TEST(Retry, LastAttemptFailsWithTheLastException) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 3, .base_delay = 0ms, .max_delay = 0ms},
-                                  .name = "always_fails"},
-                     [&runs]() -> int {
-                       const int n = runs.fetch_add(1) + 1;
-                       throw card_declined("failure " + std::to_string(n), n);
-                     });
+  auto f = ex.submit(
+      task_options{
+          .retry = offload::retry_policy{.max_attempts = 3, .base_delay = 0ms, .max_delay = 0ms},
+          .name = "always_fails"},
+      [&runs]() -> int {
+        const int n = runs.fetch_add(1) + 1;
+        throw card_declined("failure " + std::to_string(n), n);
+      });
   f.wait();
   EXPECT_EQ(f.state(), task_state::failed);
   try {
@@ -414,7 +418,8 @@ TEST(Retry, RetryIfRefusingDeadLettersAtOnce) {
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
   auto f = ex.submit(
-      task_options{.retry = {.max_attempts = 5, .retry_if = retry_unless_invalid_argument},
+      task_options{.retry = offload::retry_policy{.max_attempts = 5,
+                                                  .retry_if = retry_unless_invalid_argument},
                    .name = "parse"},
       [&runs]() -> int {
         runs.fetch_add(1);
@@ -439,14 +444,15 @@ TEST(Retry, RetryIfAcceptingRetries) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 5,
-                                            .base_delay = 10ms,
-                                            .retry_if = retry_unless_invalid_argument}},
-                     [&runs] {
-                       if (runs.fetch_add(1) == 0)
-                         throw std::runtime_error("transient");
-                       return 5;
-                     });
+  auto f = ex.submit(
+      task_options{.retry = offload::retry_policy{.max_attempts = 5,
+                                                  .base_delay = 10ms,
+                                                  .retry_if = retry_unless_invalid_argument}},
+      [&runs] {
+        if (runs.fetch_add(1) == 0)
+          throw std::runtime_error("transient");
+        return 5;
+      });
   offload_test::eventually([&] {
     return f.state() == task_state::retrying;
   });
@@ -459,14 +465,16 @@ TEST(Retry, RetryIfThrowingMeansNoRetry) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 5,
-                                            .retry_if = [](const std::exception_ptr&) -> bool {
-                                              throw std::logic_error("predicate broke");
-                                            }}},
-                     [&runs]() -> int {
-                       runs.fetch_add(1);
-                       throw std::runtime_error("task failed");
-                     });
+  auto f = ex.submit(
+      task_options{.retry =
+                       offload::retry_policy{.max_attempts = 5,
+                                             .retry_if = [](const std::exception_ptr&) -> bool {
+                                               throw std::logic_error("predicate broke");
+                                             }}},
+      [&runs]() -> int {
+        runs.fetch_add(1);
+        throw std::runtime_error("task failed");
+      });
   EXPECT_THROW((void)f.get(), std::runtime_error);
   ex.wait_idle();
   EXPECT_EQ(runs.load(), 1);
@@ -477,10 +485,10 @@ TEST(Retry, RetryAfterSchedulesAfterTheGivenDelay) {
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
   // The policy's own backoff (1 h) would be far longer: retry_after overrides it.
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 2,
-                                            .backoff = backoff::fixed,
-                                            .base_delay = 1h,
-                                            .max_delay = 1h}},
+  auto f = ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 2,
+                                                                 .backoff = backoff::fixed,
+                                                                 .base_delay = 1h,
+                                                                 .max_delay = 1h}},
                      [&runs] {
                        runs.fetch_add(1);
                        if (offload::this_task::attempt() == 1)
@@ -502,7 +510,7 @@ TEST(Retry, RetryAfterSchedulesAfterTheGivenDelay) {
 TEST(Retry, RetryAfterPastTheLastAttemptFailsWithTheRequest) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 2}}, []() -> int {
+  auto f = ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 2}}, []() -> int {
     offload::this_task::retry_after(0ms);
   });
   EXPECT_THROW((void)f.get(), offload::retry_request);
@@ -580,12 +588,13 @@ TEST(DeadLetter, HookReceivesEachRecord) {
                               hooked.add(d);
                             },
                         .clock = c}};
-  auto f = ex.submit(task_options{.lane = lane::critical,
-                                  .retry = {.max_attempts = 2, .base_delay = 5ms},
-                                  .name = "hooked"},
-                     []() -> int {
-                       throw card_declined("no funds");
-                     });
+  auto f =
+      ex.submit(task_options{.lane = lane::critical,
+                             .retry = offload::retry_policy{.max_attempts = 2, .base_delay = 5ms},
+                             .name = "hooked"},
+                []() -> int {
+                  throw card_declined("no funds");
+                });
   offload_test::eventually([&] {
     return f.state() == task_state::retrying;
   });
@@ -641,9 +650,11 @@ TEST(DeadLetter, RequeuedTaskKeepsItsRetryPolicyAndResetsAttempts) {
     attempts.add(offload::this_task::attempt());
     throw std::runtime_error("still failing");
   };
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 2, .base_delay = 0ms, .max_delay = 0ms},
-                                  .name = "twice"},
-                     fail_always);
+  auto f = ex.submit(
+      task_options{
+          .retry = offload::retry_policy{.max_attempts = 2, .base_delay = 0ms, .max_delay = 0ms},
+          .name = "twice"},
+      fail_always);
   EXPECT_THROW((void)f.get(), std::runtime_error);
   ASSERT_EQ(ex.dead_letters().size(), 1u);
   EXPECT_TRUE(ex.requeue(ex.dead_letters().front()));
@@ -828,10 +839,10 @@ TEST(Deadline, RetryNotStartedByTheDeadlineNeverRuns) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 3,
-                                            .backoff = backoff::fixed,
-                                            .base_delay = 20ms,
-                                            .max_delay = 20ms},
+  auto f = ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 3,
+                                                                 .backoff = backoff::fixed,
+                                                                 .base_delay = 20ms,
+                                                                 .max_delay = 20ms},
                                   .deadline = c->now() + 10ms},
                      [&runs]() -> int {
                        runs.fetch_add(1);
@@ -865,10 +876,11 @@ TEST(Cancel, QueuedTaskNeverRuns) {
     ran.fetch_add(1);
     return 1;
   });
-  auto with_policy = ex.submit(task_options{.retry = {.max_attempts = 3}}, [&ran] {
-    ran.fetch_add(1);
-    return 2;
-  });
+  auto with_policy =
+      ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 3}}, [&ran] {
+        ran.fetch_add(1);
+        return 2;
+      });
   EXPECT_TRUE(plain.cancel());
   EXPECT_TRUE(with_policy.cancel());
   EXPECT_EQ(plain.state(), task_state::cancelled);
@@ -908,11 +920,13 @@ TEST(Cancel, RetryWaitingTaskNeverRunsAgain) {
   auto c = make_clock();
   offload::executor ex{with_clock(1, c)};
   std::atomic<int> runs{0};
-  auto f = ex.submit(task_options{.retry = {.max_attempts = 5, .base_delay = 100ms}}, [&runs] {
-    runs.fetch_add(1);
-    throw std::runtime_error("fails");
-    return 0;
-  });
+  auto f = ex.submit(
+      task_options{.retry = offload::retry_policy{.max_attempts = 5, .base_delay = 100ms}},
+      [&runs] {
+        runs.fetch_add(1);
+        throw std::runtime_error("fails");
+        return 0;
+      });
   offload_test::eventually([&] {
     return f.state() == task_state::retrying;
   });
@@ -956,14 +970,15 @@ TEST(Cancel, RunningTaskWithRetriesIsNotRetriedAfterACancel) {
   offload::executor ex{with_clock(1, c)};
   std::atomic<bool> started{false};
   std::atomic<int> runs{0};
-  auto f =
-      ex.submit(task_options{.retry = {.max_attempts = 5, .base_delay = 0ms, .max_delay = 0ms}},
-                [&]() -> int {
-                  runs.fetch_add(1);
-                  started.store(true);
-                  while (!offload::this_task::stop_requested()) std::this_thread::yield();
-                  throw std::runtime_error("stopped");
-                });
+  auto f = ex.submit(
+      task_options{
+          .retry = offload::retry_policy{.max_attempts = 5, .base_delay = 0ms, .max_delay = 0ms}},
+      [&]() -> int {
+        runs.fetch_add(1);
+        started.store(true);
+        while (!offload::this_task::stop_requested()) std::this_thread::yield();
+        throw std::runtime_error("stopped");
+      });
   offload_test::eventually([&] {
     return started.load();
   });
@@ -1325,7 +1340,7 @@ using offload_test::expect_invalid;
 TEST(ReliabilityInput, ValidateNamesTheField) {
   expect_invalid(
       [] {
-        task_options{.retry = {.max_attempts = 0}}.validate();
+        task_options{.retry = offload::retry_policy{.max_attempts = 0}}.validate();
       },
       "max_attempts");
   expect_invalid(
@@ -1335,12 +1350,12 @@ TEST(ReliabilityInput, ValidateNamesTheField) {
       "delay");
   expect_invalid(
       [] {
-        task_options{.retry = {.base_delay = 2s, .max_delay = 1s}}.validate();
+        task_options{.retry = offload::retry_policy{.base_delay = 2s, .max_delay = 1s}}.validate();
       },
       "max_delay");
   expect_invalid(
       [] {
-        task_options{.retry = {.base_delay = -1ms}}.validate();
+        task_options{.retry = offload::retry_policy{.base_delay = -1ms}}.validate();
       },
       "base_delay");
 }
@@ -1355,7 +1370,8 @@ TEST(ReliabilityInput, RejectedAtSubmissionOnThePolicyPath) {
   };
   expect_invalid(
       [&] {
-        (void)ex.submit(task_options{.retry = {.max_attempts = 0}, .key = "k"}, fn);
+        (void)ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 0}, .key = "k"},
+                        fn);
       },
       "max_attempts");
   expect_invalid(
@@ -1365,18 +1381,22 @@ TEST(ReliabilityInput, RejectedAtSubmissionOnThePolicyPath) {
       "delay");
   expect_invalid(
       [&] {
-        (void)ex.submit(
-            task_options{.retry = {.max_attempts = 3, .base_delay = 2s, .max_delay = 1s}}, fn);
+        (void)ex.submit(task_options{.retry =
+                                         offload::retry_policy{
+                                             .max_attempts = 3, .base_delay = 2s, .max_delay = 1s}},
+                        fn);
       },
       "max_delay");
   expect_invalid(
       [&] {
-        (void)ex.submit(task_options{.retry = {.max_attempts = 3, .base_delay = -1ms}}, fn);
+        (void)ex.submit(
+            task_options{.retry = offload::retry_policy{.max_attempts = 3, .base_delay = -1ms}},
+            fn);
       },
       "base_delay");
   expect_invalid(
       [&] {
-        ex.post(task_options{.retry = {.max_attempts = 0}, .key = "k"}, fn);
+        ex.post(task_options{.retry = offload::retry_policy{.max_attempts = 0}, .key = "k"}, fn);
       },
       "max_attempts");
   // Nothing was accepted, and the key is not left held.
@@ -1395,7 +1415,7 @@ TEST(ReliabilityInput, RejectedAtSubmissionOnTheirOwn) {
   };
   expect_invalid(
       [&] {
-        (void)ex.submit(task_options{.retry = {.max_attempts = 0}}, fn);
+        (void)ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 0}}, fn);
       },
       "max_attempts");
   expect_invalid(
@@ -1405,17 +1425,18 @@ TEST(ReliabilityInput, RejectedAtSubmissionOnTheirOwn) {
       "delay");
   expect_invalid(
       [&] {
-        (void)ex.submit(task_options{.retry = {.base_delay = 2s, .max_delay = 1s}}, fn);
+        (void)ex.submit(
+            task_options{.retry = offload::retry_policy{.base_delay = 2s, .max_delay = 1s}}, fn);
       },
       "max_delay");
   expect_invalid(
       [&] {
-        (void)ex.submit(task_options{.retry = {.base_delay = -1ms}}, fn);
+        (void)ex.submit(task_options{.retry = offload::retry_policy{.base_delay = -1ms}}, fn);
       },
       "base_delay");
   expect_invalid(
       [&] {
-        ex.post(task_options{.retry = {.max_attempts = 0}}, [] {});
+        ex.post(task_options{.retry = offload::retry_policy{.max_attempts = 0}}, [] {});
       },
       "max_attempts");
   expect_invalid(
@@ -1444,12 +1465,13 @@ TEST_P(ReliabilityShutdown, ResolvesDelayedAndRetryWaitingTasksAsCancelled) {
   ex.post(task_options{.lane = lane::low, .delay = 2h}, [&delayed_runs] {
     delayed_runs.fetch_add(1);
   });
-  auto retrying =
-      ex.submit(task_options{.retry = {.max_attempts = 3, .base_delay = 1h, .max_delay = 1h}},
-                [&retry_runs]() -> int {
-                  retry_runs.fetch_add(1);
-                  throw std::runtime_error("fails");
-                });
+  auto retrying = ex.submit(
+      task_options{.retry =
+                       offload::retry_policy{.max_attempts = 3, .base_delay = 1h, .max_delay = 1h}},
+      [&retry_runs]() -> int {
+        retry_runs.fetch_add(1);
+        throw std::runtime_error("fails");
+      });
   offload_test::eventually([&] {
     return retrying.state() == task_state::retrying;
   });
@@ -1541,12 +1563,13 @@ TEST(ReliabilityCounters, ReconcileWithTimedWork) {
   futures.push_back(ex.submit(task_options{.lane = lane::high, .delay = 10ms}, [] {
     return 100;
   }));
-  futures.push_back(ex.submit(task_options{.retry = {.max_attempts = 3, .base_delay = 10ms}},
-                              [n = std::make_shared<int>(0)] {
-                                if (++*n < 3)
-                                  throw std::runtime_error("again");
-                                return 200;
-                              }));
+  futures.push_back(
+      ex.submit(task_options{.retry = offload::retry_policy{.max_attempts = 3, .base_delay = 10ms}},
+                [n = std::make_shared<int>(0)] {
+                  if (++*n < 3)
+                    throw std::runtime_error("again");
+                  return 200;
+                }));
   futures.push_back(ex.submit(task_options{.delay = 20ms}, []() -> int {
     throw std::runtime_error("delayed failure");
   }));

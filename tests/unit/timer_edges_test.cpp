@@ -119,10 +119,11 @@ TEST(Durations, AMaximalPeriodNeverFires) {
 TEST(Durations, AMaximalRetryAfterWaitsUntilCancelled) {
   offload::executor ex{{.workers = 1}};
   std::atomic<int> attempts{0};
-  auto f = ex.submit(offload::task_options{.retry = {.max_attempts = 2}}, [&]() -> int {
-    ++attempts;
-    offload::this_task::retry_after(k_max);
-  });
+  auto f = ex.submit(offload::task_options{.retry = offload::retry_policy{.max_attempts = 2}},
+                     [&]() -> int {
+                       ++attempts;
+                       offload::this_task::retry_after(k_max);
+                     });
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(attempts.load(), 1) << "retry_after(max) retried at once";
   EXPECT_EQ(f.state(), offload::task_state::retrying);
@@ -236,7 +237,8 @@ TEST(TimerEntries, ACancelledDelayedTaskReleasesItsCapturesNow) {
 TEST(TimerEntries, ACancelledRetryReleasesItsCapturesNow) {
   offload::executor ex{{.workers = 1}};
   auto f = ex.submit(
-      offload::task_options{.retry = {.max_attempts = 3, .base_delay = 1h, .max_delay = 1h}},
+      offload::task_options{
+          .retry = offload::retry_policy{.max_attempts = 3, .base_delay = 1h, .max_delay = 1h}},
       [t = tracked{}]() -> int {
         throw std::runtime_error("again");
       });
