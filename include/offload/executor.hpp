@@ -1257,6 +1257,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
                       bool retry) noexcept {
     count_not_final(index_of(node->lane), retry);
     bool scheduled = false;
+    // Relaxed: a hint only. The timer itself refuses new entries once shutdown() has stopped its
+    // starts, so a stale `running` here ends as !scheduled below, never as a lost task.
     if (m_phase.load(std::memory_order_relaxed) == phase::running) {
       try {
         scheduled = m_timers.schedule(due, node, detail::timer_kind::start, retry, state);
@@ -2461,7 +2463,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   // Attempts run by their submitter (caller_runs) that were not final (a retry or a rate-limit
   // deferral followed), by lane: taken off the queue as far as metrics' queued gauge goes.
   std::array<std::atomic<std::uint64_t>, k_lane_count> m_taken_outside{};
-  // Of those, the retries: metrics' retries.
+  // Of those, the retries: metrics' retries. A metrics-only count (relaxed): nothing decides on
+  // it, and metrics() may read it one retry behind m_taken_outside.
   std::array<std::atomic<std::uint64_t>, k_lane_count> m_retried_outside{};
   mutable std::mutex m_producers_mutex;  // slow path: registering a producer, stats, shutdown
   std::vector<std::unique_ptr<producer>> m_producers;
