@@ -30,6 +30,7 @@
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
 #include "offload/detail/atomic.hpp"
+#include "offload/detail/bind.hpp"
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/name_table.hpp"
 #include "offload/detail/policy_task.hpp"
@@ -43,6 +44,7 @@
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
+#include "offload/executor_stats.hpp"
 #include "offload/future.hpp"
 #include "offload/health.hpp"
 #include "offload/lane.hpp"
@@ -55,18 +57,6 @@
 #include "offload/this_task.hpp"
 
 namespace offload {
-
-/// Aggregate counters of an executor, summed from per-thread counters at the time of the call.
-struct executor_stats {
-  std::uint64_t submitted = 0;          ///< tasks accepted
-  std::uint64_t completed = 0;          ///< tasks finished, skipped as cancelled, or discarded
-  std::uint64_t failed_detached = 0;    ///< fire-and-forget tasks that threw
-  std::uint64_t steals = 0;             ///< tasks taken from another worker's deque
-  std::uint64_t parks = 0;              ///< times a worker went to sleep
-  std::uint64_t fibers = 0;             ///< fiber stacks alive now (each worker's, idle or in use)
-  std::uint64_t suspended = 0;          ///< tasks suspended in a wait now
-  std::uint64_t fiber_stack_bytes = 0;  ///< fibers × executor_options::fiber_stack_size (mapped)
-};
 
 /// A pool of worker threads that runs tasks.
 ///
@@ -197,7 +187,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
   template <class F, class... Args>
   requires(!std::is_same_v<std::remove_cvref_t<F>, task_options>) void post(F&& fn,
                                                                             Args&&... args) {
-    enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), nullptr);
+    enqueue(detail::make_task(detail::bind(std::forward<F>(fn), std::forward<Args>(args)...)),
+            nullptr);
   }
 
   /// As post(fn, args...), with a lane and a name (see submit(options, ...)).
@@ -208,7 +199,8 @@ class executor final : private detail::scheduler, private detail::policy_host {
       (void)submit_policy<false>(options, std::forward<F>(fn), std::forward<Args>(args)...);
       return;
     }
-    enqueue(detail::make_task(bind(std::forward<F>(fn), std::forward<Args>(args)...)), &options);
+    enqueue(detail::make_task(detail::bind(std::forward<F>(fn), std::forward<Args>(args)...)),
+            &options);
   }
 
   /// An awaitable for task<T> coroutines: `co_await ex.schedule(lane)` continues the coroutine
@@ -603,62 +595,13 @@ class executor final : private detail::scheduler, private detail::policy_host {
   auto submit_with(const task_options* options, F&& fn, Args&&... args)
       -> future<detail::call_result_t<F, Args...>> {
     using R = detail::call_result_t<F, Args...>;
-    auto call = bind(std::forward<F>(fn), std::forward<Args>(args)...);
+    auto call = detail::bind(std::forward<F>(fn), std::forward<Args>(args)...);
     detail::state_ref<R> state(detail::shared_state<R>::create(this));
     detail::state_ref<R> for_caller(state.get());  // the second of the two initial references
     detail::task_node* node = detail::make_task(
         detail::producing_task<R, decltype(call)>{std::move(state), std::move(call)});
     enqueue(node, options);
     return detail::make_future(std::move(for_caller));
-  }
-
-  /// The callable a task runs: `fn(args...)` (with the task's std::stop_token first if fn takes
-  /// one); for a coroutine (fn returns task<T>), a callable that runs the coroutine to its end
-  /// and returns its T. `Repeatable` (the policy path, whose retries call it again) passes the
-  /// bound arguments as lvalues when fn accepts them so, so that every attempt sees them intact;
-  /// otherwise they are moved into the one call, as by std::async.
-  template <bool Repeatable = false, class F, class... Args>
-  static auto bind(F&& fn, Args&&... args) {
-    auto call = bind_call<Repeatable>(std::forward<F>(fn), std::forward<Args>(args)...);
-    if constexpr (detail::is_task<std::invoke_result_t<decltype(call)&>>::value) {
-      return [call = std::move(call)]() mutable {
-        return call().run();
-      };
-    } else {
-      return call;
-    }
-  }
-
-  template <bool Repeatable, class F, class... Args>
-  static auto bind_call(F&& fn, Args&&... args) {
-    using fn_t = std::decay_t<F>;
-    constexpr bool with_token = detail::k_takes_stop_token<F, Args...>;
-    if constexpr (sizeof...(Args) == 0 && !with_token) {
-      return fn_t(std::forward<F>(fn));
-    } else {
-      // std::tuple of the decayed arguments, not std::make_tuple: a std::reference_wrapper stays
-      // one and binds to a T& parameter in the call, as with std::async.
-      return [fn = fn_t(std::forward<F>(fn)),
-              tup = std::tuple<std::decay_t<Args>...>(
-                  std::forward<Args>(args)...)]() mutable -> decltype(auto) {
-        return std::apply(
-            [&fn](auto&... a) -> decltype(auto) {
-              if constexpr (with_token) {
-                if constexpr (Repeatable &&
-                              std::is_invocable_v<fn_t&, std::stop_token, decltype(a)...>)
-                  return std::invoke(fn, detail::current_stop_token(), a...);
-                else
-                  return std::invoke(std::move(fn), detail::current_stop_token(), std::move(a)...);
-              } else {
-                if constexpr (Repeatable && std::is_invocable_v<fn_t&, decltype(a)...>)
-                  return std::invoke(fn, a...);
-                else
-                  return std::invoke(std::move(fn), std::move(a)...);
-              }
-            },
-            tup);
-      };
-    }
   }
 
   static std::uint64_t next_uid() noexcept {
@@ -976,7 +919,7 @@ class executor final : private detail::scheduler, private detail::policy_host {
     using R = detail::call_result_t<F, Args...>;
     o.validate();
     const offload::lane lane = resolve_lane(o.lane);
-    auto call = bind<true>(std::forward<F>(fn), std::forward<Args>(args)...);
+    auto call = detail::bind<true>(std::forward<F>(fn), std::forward<Args>(args)...);
     using call_t = decltype(call);
     if (only_delayed(o)) {
       // A delay and nothing else: a plain task waits in the timer (no plan to allocate, so a

@@ -166,40 +166,6 @@ struct unwrap_task<task<T>> {
   using type = T;
 };
 
-/// True for a callable that takes the task's std::stop_token first (and not without it).
-template <class F, class... Args>
-inline constexpr bool k_takes_stop_token =
-    !std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...> &&
-    std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
-
-/// SFINAE-friendly: no `type` for a callable that cannot be called so, which removes the
-/// overload instead of failing inside it (a compiler that substitutes into a return type before
-/// checking constraints, such as clang 14, would otherwise hard-error on submit(options, fn)).
-template <class F, class... Args>
-struct call_result {};
-template <class F, class... Args>
-requires std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>
-struct call_result<F, Args...> {
-  using type = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
-};
-template <class F, class... Args>
-requires k_takes_stop_token<F, Args...>
-struct call_result<F, Args...> {
-  using type = std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
-};
-
-/// What submitting fn(args...) yields: its result (fn may take the task's std::stop_token
-/// first), or T for a coroutine returning task<T>.
-template <class F, class... Args>
-using call_result_t = typename unwrap_task<typename call_result<F, Args...>::type>::type;
-
-/// The running task's stop token: stopped when its future is cancelled. A task without a future
-/// (post) gets a token that never stops.
-inline std::stop_token current_stop_token() {
-  const shared_state_base* state = tl_task_context.state;
-  return state != nullptr ? state->stop_token() : std::stop_token{};
-}
-
 }  // namespace detail
 
 /// A lazily started coroutine producing a T. Move-only; destroying a task that has not run
