@@ -1199,6 +1199,10 @@ class executor final : private detail::scheduler, private detail::policy_host {
                       bool first_entry,
                       bool retry) noexcept {
     count_not_final(index_of(node->lane), retry);
+    // Watched before the entry exists, so that a cancel() landing once it is in the timer takes
+    // it back itself, before cancel() returns; one landing earlier is met by [T1] below.
+    if (state != nullptr && first_entry)
+      watch_timers(state);
     bool scheduled = false;
     // Relaxed: a hint only. The timer itself refuses new entries once shutdown() has stopped its
     // starts, so a stale `running` here ends as !scheduled below, never as a lost task.
@@ -1214,8 +1218,6 @@ class executor final : private detail::scheduler, private detail::policy_host {
     }
     if (state == nullptr)
       return;
-    if (first_entry)
-      watch_timers(state);
     // [T1] A cancel() may have resolved the state after the attempt gave its claim back and
     // before the entry existed: its timer_cleanup then found nothing to take back. The cancel
     // publishes before its cleanup locks the timer, and this load follows the insertion made
