@@ -16,6 +16,7 @@
 
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
+#include "offload/detail/attempt_end.hpp"
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/shared_text.hpp"
@@ -28,14 +29,6 @@
 #include "offload/this_task.hpp"
 
 namespace offload::detail {
-
-/// An attempt that ended by scheduling a retry: not a final outcome, so not counted as completed.
-inline constexpr task_outcome k_outcome_retried = static_cast<task_outcome>(k_outcome_count);
-/// A start put off to wait for a rate-limit token: not an attempt, not a final outcome.
-inline constexpr task_outcome k_outcome_deferred = static_cast<task_outcome>(k_outcome_count + 1);
-
-/// Set by a policy task that recorded its own dead letter, so the executor does not add one.
-inline thread_local bool tl_dead_letter_recorded = false;
 
 /// A dead letter's kept callable: runs the task again as a fresh submission.
 class replayable {

@@ -1,0 +1,46 @@
+# Includes point one way: L0 primitives (include/offload/detail/*.hpp) ← L1 pool (detail/pool)
+# ← L2 policy (detail/policy) ← L3 readers (detail/observe) ← the public façade (executor.hpp).
+# Fails, naming the file and the include, when a header includes one from a layer above its own.
+# Run: cmake -DINCLUDE_DIR=<repo>/include -P check_layers.cmake
+if(NOT INCLUDE_DIR)
+  message(FATAL_ERROR "check_layers: pass -DINCLUDE_DIR=<repo>/include")
+endif()
+
+# Headers a layer may not include, as regular expressions over the quoted include path.
+set(_policy_headers "offload/detail/policy/")
+set(_reader_headers "offload/detail/observe/")
+set(_facade_headers "offload/executor\\.hpp|offload/task_group\\.hpp")
+set(_forbidden_l0 "offload/detail/pool/|${_policy_headers}|${_reader_headers}|${_facade_headers}")
+set(_forbidden_l1 "${_policy_headers}|${_reader_headers}|${_facade_headers}")
+set(_forbidden_l2 "${_reader_headers}|${_facade_headers}")
+set(_forbidden_l3 "${_facade_headers}")
+
+set(_violations "")
+function(check_layer glob forbidden layer)
+  file(GLOB _headers "${INCLUDE_DIR}/${glob}")
+  foreach(header IN LISTS _headers)
+    file(STRINGS "${header}" _includes REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"]")
+    foreach(line IN LISTS _includes)
+      string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]*[<\"]([^>\"]+)[>\"].*" "\\1" path "${line}")
+      if(path MATCHES "^(${forbidden})")
+        file(RELATIVE_PATH rel "${INCLUDE_DIR}" "${header}")
+        set(_violations "${_violations}\n  ${rel} (${layer}) includes ${path}" PARENT_SCOPE)
+        set(_violations "${_violations}\n  ${rel} (${layer}) includes ${path}")
+      endif()
+    endforeach()
+  endforeach()
+endfunction()
+
+file(GLOB _l0 "${INCLUDE_DIR}/offload/detail/*.hpp")
+foreach(header IN LISTS _l0)
+  get_filename_component(name "${header}" NAME)
+  check_layer("offload/detail/${name}" "${_forbidden_l0}" "L0 primitive")
+endforeach()
+check_layer("offload/detail/pool/*.hpp" "${_forbidden_l1}" "L1 pool")
+check_layer("offload/detail/policy/*.hpp" "${_forbidden_l2}" "L2 policy")
+check_layer("offload/detail/observe/*.hpp" "${_forbidden_l3}" "L3 readers")
+
+if(_violations)
+  message(FATAL_ERROR "check_layers: includes that point up a layer:${_violations}")
+endif()
+message(STATUS "check_layers: every include points down")
