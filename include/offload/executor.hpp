@@ -26,7 +26,7 @@
 #include "offload/detail/pool/pool.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
 #include "offload/executor_stats.hpp"
@@ -172,8 +172,7 @@ class executor final {
                                   std::to_string(period.count()) + " ticks");
     }
     options.validate();
-    if (options.retry.max_attempts > 1 || options.retry.retry_if || options.deadline ||
-        !options.key.empty() || options.rate) {
+    if (detail::needs_attempt_policy(options)) {
       throw std::invalid_argument(
           "offload::executor::schedule_every: task_options.retry, deadline, key and rate are not "
           "supported for periodic tasks (each run is a fresh task: retry inside the function)");

@@ -12,7 +12,7 @@
 
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 #include "offload/task_state.hpp"
 #include "offload/this_task.hpp"

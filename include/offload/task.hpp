@@ -28,7 +28,7 @@
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/sleep_wake.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/future.hpp"
 #include "offload/manual_reset_event.hpp"
 #include "offload/this_task.hpp"

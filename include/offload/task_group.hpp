@@ -143,14 +143,14 @@ class task_group {
     while (list != nullptr) {
       // Read before the wake-up: the resumed fiber may return and end the node's life at once.
       fiber_waiter* next = list->next;
-      detail::fiber_runtime::make_ready(list->suspended);
+      detail::fiber_wake_list::make_ready(list->suspended);
       list = next;
     }
   }
 
   /// A suspended waiter, on its own fiber's stack; listed under m_waiters_mutex.
   struct fiber_waiter {
-    detail::fiber* suspended = nullptr;
+    detail::fiber_handle* suspended = nullptr;
     fiber_waiter* next = nullptr;
   };
 
@@ -160,7 +160,7 @@ class task_group {
       task_group* group;
       fiber_waiter self;
       explicit arm_group(task_group* g) noexcept : group(g) {}
-      void arm(detail::fiber* suspended) noexcept override {
+      void arm(detail::fiber_handle* suspended) noexcept override {
         self.suspended = suspended;
         bool resume_now = false;
         {
@@ -179,7 +179,7 @@ class task_group {
           }
         }
         if (resume_now)
-          detail::fiber_runtime::make_ready(suspended);
+          detail::fiber_wake_list::make_ready(suspended);
       }
     } arm{this};
     while (pending() != 0) {

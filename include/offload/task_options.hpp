@@ -20,6 +20,11 @@ struct rate_limit {
   double burst = 1;       ///< Accepted: 1 to 1e9.
 };
 
+struct task_options;
+namespace detail {
+inline bool needs_attempt_policy(const task_options& o) noexcept;
+}  // namespace detail
+
 /// Options of one task: an aggregate for designated initializers. The leading field order is part
 /// of the public contract: lane, retry, delay, deadline, key, name.
 struct task_options {
@@ -73,10 +78,18 @@ struct task_options {
 
   /// True if the task needs the policy path (timers, retries, dead letters, de-duplication).
   bool needs_policy() const noexcept {
-    return retry.max_attempts > 1 || static_cast<bool>(retry.retry_if) ||
-           delay > clock::duration::zero() || deadline.has_value() || !key.empty() ||
-           rate.has_value();
+    return delay > clock::duration::zero() || detail::needs_attempt_policy(*this);
   }
 };
+
+namespace detail {
+/// What the policy path does for each attempt beyond a delayed start: retries, a deadline, a
+/// key, a rate limit. Without any, a delayed task is a plain task waiting in the timer, and a
+/// periodic schedule accepts the options.
+inline bool needs_attempt_policy(const task_options& o) noexcept {
+  return o.retry.max_attempts > 1 || static_cast<bool>(o.retry.retry_if) ||
+         o.deadline.has_value() || !o.key.empty() || o.rate.has_value();
+}
+}  // namespace detail
 
 }  // namespace offload

@@ -1,5 +1,6 @@
 // Relacy model check of the multi-producer, single-consumer intrusive stack used twice in
-// offload: fiber_runtime's ready stack (make_ready() [F1] / take_ready() [F2] in
+// offload: a worker's ready stack of woken fibers (fiber_wake_list::make_ready() [F1] in
+// include/offload/detail/fiber_wake.hpp / fiber_runtime::take_ready() [F2] in
 // include/offload/detail/fiber.hpp) and block_pool's remote free list ([R1] / [R2] in
 // include/offload/detail/block_pool.hpp). Producers push with a release CAS; the owner takes the
 // whole stack with an acquire exchange and never pops single nodes, so there is no ABA. Checked:

@@ -55,7 +55,7 @@ class chase_lev_deque {
     explicit buffer(std::int64_t capacity)
         : m_mask(capacity - 1), m_slots(static_cast<std::size_t>(capacity)) {}
     std::int64_t capacity() const noexcept { return m_mask + 1; }
-    // Slots are accessed relaxed: ordering comes from m_bottom [P1] and m_top [S1].
+    // Slots are accessed relaxed: ordering comes from m_bottom [D1] and m_top [D2].
     void put(std::int64_t i, T value) noexcept {
       m_slots[static_cast<std::size_t>(i & m_mask)].store(value, std::memory_order_relaxed);
     }
@@ -83,14 +83,14 @@ class chase_lev_deque {
   /// Adds a value at the bottom. Owner thread only.
   void push(T value) {
     const std::int64_t bottom = m_bottom.load(std::memory_order_relaxed);
-    // [P0] acquire; pairs with the seq_cst (release) CAS on m_top in steal() [S2]: the slot a thief
+    // [D0] acquire; pairs with the seq_cst (release) CAS on m_top in steal() [D3]: the slot a thief
     // took is free to overwrite only after its read of the slot.
     const std::int64_t top = m_top.load(std::memory_order_acquire);
     buffer* buf = m_buffer.load(std::memory_order_relaxed);
     if (bottom - top > buf->capacity() - 1)
       buf = grow(buf, top, bottom);
     buf->put(bottom, value);
-    // [P1] release; pairs with the seq_cst (acquire) load of m_bottom in steal() [S1]: the slot
+    // [D1] release; pairs with the seq_cst (acquire) load of m_bottom in steal() [D2]: the slot
     // write and everything before push() are visible to the thief that sees the new bottom.
     m_bottom.store(bottom + 1, std::memory_order_release);
   }
@@ -99,8 +99,8 @@ class chase_lev_deque {
   std::optional<T> pop() {
     const std::int64_t bottom = m_bottom.load(std::memory_order_relaxed) - 1;
     buffer* buf = m_buffer.load(std::memory_order_relaxed);
-    // [F1] seq_cst store then seq_cst load: orders the reservation of the bottom slot before the
-    // read of m_top; pairs with [F2] in steal() (the paper's fence in take()).
+    // [D4] seq_cst store then seq_cst load: orders the reservation of the bottom slot before the
+    // read of m_top; pairs with [D5] in steal() (the paper's fence in take()).
     m_bottom.store(bottom, std::memory_order_seq_cst);
     std::int64_t top = m_top.load(std::memory_order_seq_cst);
     if (top > bottom) {  // was empty
@@ -109,7 +109,7 @@ class chase_lev_deque {
     }
     T value = buf->get(bottom);
     if (top == bottom) {
-      // Last element: race thieves for it. [S2'] seq_cst CAS in the same total order as [S2].
+      // Last element: race thieves for it. [D3'] seq_cst CAS in the same total order as [D3].
       const bool won = m_top.compare_exchange_strong(
           top, top + 1, std::memory_order_seq_cst, std::memory_order_relaxed);
       m_bottom.store(bottom + 1, std::memory_order_relaxed);
@@ -121,8 +121,8 @@ class chase_lev_deque {
 
   /// Takes the oldest value. Any thread. Thread-safe.
   steal_result<T> steal() {
-    // [F2] seq_cst loads of m_top then m_bottom; pair with [F1] in pop() (the paper's fence in
-    // steal()). [S1] the m_bottom load is also the acquire that pairs with [P1] in push().
+    // [D5] seq_cst loads of m_top then m_bottom; pair with [D4] in pop() (the paper's fence in
+    // steal()). [D2] the m_bottom load is also the acquire that pairs with [D1] in push().
     std::int64_t top = m_top.load(std::memory_order_seq_cst);
     const std::int64_t bottom = m_bottom.load(std::memory_order_seq_cst);
     if (top >= bottom)
@@ -130,7 +130,7 @@ class chase_lev_deque {
     // [B1] acquire; pairs with the release store of m_buffer in grow() [B0].
     buffer* buf = m_buffer.load(std::memory_order_acquire);
     T value = buf->get(top);
-    // [S2] seq_cst CAS: claims slot `top`; its release half pairs with [P0] in push().
+    // [D3] seq_cst CAS: claims slot `top`; its release half pairs with [D0] in push().
     if (!m_top.compare_exchange_strong(
             top, top + 1, std::memory_order_seq_cst, std::memory_order_relaxed)) {
       return {steal_status::lost_race, T{}};

@@ -204,9 +204,9 @@ struct os_platform {
 /// re-check after prepare_wait() misses it, then that notify sees the waiter and wakes it (or a
 /// later commit_wait with that key returns at once). Cost: notify with no waiter is a load and a
 /// compiler barrier (a seq_cst fence where membarrier is missing, see [E1]): no RMW on a shared
-/// line and no syscall. prepare_wait() pays one membarrier call instead (about 0.1 µs alone, and
-/// 5-13 µs here when another thread of the process is running, for the inter-processor
-/// interrupt), which a thread about to sleep can afford.
+/// line and no syscall. prepare_wait() pays one membarrier call instead (microseconds when another
+/// thread of the process is running, for the inter-processor interrupt; see docs/benchmarks.md),
+/// which a thread about to sleep can afford.
 /// Thread-safe.
 ///
 /// @tparam Atomic the atomic template; std::atomic in production, a Relacy adapter in the model.

@@ -24,6 +24,7 @@
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/fiber_stack.hpp"
 #include "offload/detail/fiber_switch_annotations.hpp"
+#include "offload/detail/fiber_wake.hpp"
 #include "offload/lane.hpp"
 
 #if defined(__GLIBCXX__) && !defined(__ARM_EABI_UNWINDER__)
@@ -53,24 +54,12 @@ inline exception_state* thread_exception_state() noexcept {
 
 /// One execution context with its own stack (or, for `fiber_runtime::m_main`, the worker
 /// thread's own stack). Owned by one worker's fiber_runtime.
-struct fiber {
+struct fiber : fiber_handle {
   boost::context::fiber context;  ///< the saved context while not running (empty while running)
-  fiber_runtime* home = nullptr;  ///< the worker it belongs to; it only ever runs there
-  fiber* next = nullptr;          ///< link in the idle list or the ready stack
   exception_state exceptions;     ///< its exception state while it is not running
   std::uint64_t yield_mark = 0;   ///< tasks started on the worker when it yielded
   stack_bounds stack;             ///< usable stack (null low: the thread's, when unknown)
   fiber_sanitizer_state sanitizer;
-};
-
-/// What a fiber does right after it suspended, on the fiber that took over. `arm` registers
-/// the suspended fiber with what it waits for (or makes it ready at once); it must not throw
-/// and must not wait.
-struct suspend_arm {
-  virtual void arm(fiber* suspended) noexcept = 0;
-
- protected:
-  ~suspend_arm() = default;
 };
 
 /// One worker's fibers. Every member is for the owning worker thread only, except
@@ -84,14 +73,14 @@ struct suspend_arm {
 /// fiber are destroyed from another fiber, which unwinds their stacks (Boost's forced_unwind),
 /// so that no fiber ever ends by returning from its entry function (ThreadSanitizer's shadow
 /// stacks stay balanced, and AddressSanitizer sees every switch).
-class fiber_runtime {
+class fiber_runtime final : public fiber_wake_list {
  public:
   /// Runs the worker loop on a fresh fiber; the loop runs on the same fiber until that fiber
   /// waits. `loop(ctx)` returns when the worker should stop.
   using loop_fn = void (*)(void* ctx);
 
   fiber_runtime(std::size_t stack_size, event_count& wake) noexcept
-      : m_stack_size(stack_size), m_wake(&wake) {}
+      : fiber_wake_list(wake), m_stack_size(stack_size) {}
   fiber_runtime(const fiber_runtime&) = delete;
   fiber_runtime& operator=(const fiber_runtime&) = delete;
   ~fiber_runtime() {
@@ -171,30 +160,6 @@ class fiber_runtime {
     // Resumed by the worker loop (resume_ready) or by another suspend() on this same worker.
   }
 
-  /// Any thread: `f` (suspended in suspend() and armed) may run again. Exactly once per
-  /// suspension. Wakes the worker if it sleeps.
-  static void make_ready(fiber* f) noexcept {
-    fiber_runtime& rt = *f->home;
-    // Counted while it still touches rt after publishing f: the worker (and so the executor)
-    // does not end before the count is back to 0 (wakers_done()).
-    rt.m_wakers.fetch_add(1, std::memory_order_relaxed);
-    fiber* head = rt.m_ready.load(std::memory_order_relaxed);
-    do {
-      f->next = head;
-      // [F1] release; pairs with the acquire exchange in take_ready() [F2]: the link is seen.
-    } while (!rt.m_ready.compare_exchange_weak(
-        head, f, std::memory_order_release, std::memory_order_relaxed));
-    rt.m_wake->notify_all();
-    // [F3] release; pairs with the acquire in wakers_done() [F4]: the notify is over.
-    rt.m_wakers.fetch_sub(1, std::memory_order_release);
-  }
-
-  /// True when no make_ready() call is still touching this runtime (checked before the worker
-  /// ends).
-  bool wakers_done() const noexcept {
-    return m_wakers.load(std::memory_order_acquire) == 0;  // [F4]
-  }
-
   /// True if a woken fiber waits to be resumed. The relaxed load is enough for parking: the
   /// worker checks it between event_count::prepare_wait() and commit_wait(), whose barriers order
   /// it against make_ready()'s push and notify (see event_count.hpp).
@@ -213,7 +178,11 @@ class fiber_runtime {
   void push_yielded(fiber* f) noexcept {
     f->next = nullptr;
     f->yield_mark = m_starts;
-    (m_yielded_tail != nullptr ? m_yielded_tail->next : m_yielded) = f;
+    if (m_yielded_tail != nullptr) {
+      m_yielded_tail->next = f;
+    } else {
+      m_yielded = f;
+    }
     m_yielded_tail = f;
   }
   bool has_yielded() const noexcept {
@@ -243,7 +212,7 @@ class fiber_runtime {
   bool resume_yielded() {
     fiber* f = m_yielded;
     if (f != nullptr) {
-      m_yielded = f->next;
+      m_yielded = as_fiber(f->next);
       if (m_yielded == nullptr)
         m_yielded_tail = nullptr;
     }
@@ -360,7 +329,7 @@ class fiber_runtime {
   fiber* take_idle() noexcept {
     fiber* f = m_idle;
     if (f != nullptr) {
-      m_idle = f->next;
+      m_idle = as_fiber(f->next);
       --m_idle_count;
     }
     return f;
@@ -398,9 +367,9 @@ class fiber_runtime {
     if (m_ready_local == nullptr && m_ready.load(std::memory_order_relaxed) != nullptr) {
       // [F2] acquire; pairs with [F1]: every pushed fiber's link is visible. Taking the whole
       // stack at once (no pop of one node) leaves no ABA window.
-      fiber* lifo = m_ready.exchange(nullptr, std::memory_order_acquire);
+      fiber* lifo = as_fiber(m_ready.exchange(nullptr, std::memory_order_acquire));
       while (lifo != nullptr) {  // reverse: resume in the order they were woken
-        fiber* n = lifo->next;
+        fiber* n = as_fiber(lifo->next);
         lifo->next = m_ready_local;
         m_ready_local = lifo;
         lifo = n;
@@ -408,8 +377,13 @@ class fiber_runtime {
     }
     fiber* f = m_ready_local;
     if (f != nullptr)
-      m_ready_local = f->next;
+      m_ready_local = as_fiber(f->next);
     return f;
+  }
+
+  /// Every fiber_handle of this runtime's lists is a fiber.
+  static fiber* as_fiber(fiber_handle* h) noexcept {
+    return static_cast<fiber*>(h);
   }
 
   void delete_record(fiber* f) noexcept {
@@ -419,7 +393,6 @@ class fiber_runtime {
   }
 
   std::size_t m_stack_size;
-  event_count* m_wake;
   loop_fn m_loop = nullptr;
   void* m_loop_ctx = nullptr;
   boost::context::stack_context m_first_stack{};  // mapped by prepare(), taken by run()
@@ -437,11 +410,9 @@ class fiber_runtime {
   fiber* m_yielded_tail = nullptr;
   std::uint64_t m_starts = 0;  // tasks the worker loop started (for yield)
   static constexpr std::uint32_t k_ready_streak = 32;
-  std::uint32_t m_ready_streak = 0;      // woken fibers resumed in a row
-  std::atomic<fiber*> m_ready{nullptr};  // woken fibers pushed by any thread (LIFO)
+  std::uint32_t m_ready_streak = 0;  // woken fibers resumed in a row
   std::atomic<std::uint32_t> m_suspended{0};
-  std::atomic<std::uint32_t> m_wakers{0};  // make_ready() calls in progress
-  std::atomic<std::size_t> m_fibers{0};    // fibers alive (not counting m_main); owner-written
+  std::atomic<std::size_t> m_fibers{0};  // fibers alive (not counting m_main); owner-written
 };
 
 }  // namespace offload::detail

@@ -7,8 +7,8 @@
 #include <functional>
 
 #include "offload/clock.hpp"
-#include "offload/detail/fiber.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/fiber_wake.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 
 namespace offload::detail {

@@ -20,6 +20,7 @@
 
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/block_pool.hpp"
+#include "offload/detail/continuation.hpp"
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/error.hpp"
@@ -27,27 +28,12 @@
 
 namespace offload::detail {
 
-/// A callback run once when a shared state becomes ready. Runs on the thread that completes the
-/// state (or on the thread that attaches it, if the state is already ready); must not block.
-struct continuation {
-  virtual void fire() noexcept = 0;
-  /// False if fire() runs no code of the user's (it wakes a fiber, forwards an exception, queues
-  /// a task): such continuations run even on a thread that must not run user code (see
-  /// continuation_sink). Asked once the state is ready, just before fire().
-  virtual bool runs_user_code() const noexcept { return true; }
-  virtual ~continuation() = default;
-  continuation* next = nullptr;
-  /// False for a continuation owned by its creator (a fiber waiting with it on its stack):
-  /// fire() is then the state's last access to it.
-  bool heap_owned = true;
-};
-
 /// Resumes a waiting fiber when the state it waits on becomes ready. Lives on the waiting
 /// fiber's stack, which outlives it: the fiber resumes only after fire().
 struct fiber_resume final : continuation {
-  fiber* waiter = nullptr;
+  fiber_handle* waiter = nullptr;
   fiber_resume() noexcept { heap_owned = false; }
-  void fire() noexcept override { fiber_runtime::make_ready(waiter); }
+  void fire() noexcept override { fiber_wake_list::make_ready(waiter); }
   bool runs_user_code() const noexcept override { return false; }
 };
 
@@ -60,30 +46,6 @@ struct follow_link {
   /// The follower was cancelled before the result arrived. Called once, by that cancel().
   virtual void follower_cancelled() noexcept = 0;
 };
-
-/// Where continuations published on the calling thread go instead of running there: set on the
-/// executor's timer thread (while it runs a deadline's expiry), which must only hand work to
-/// workers. Null scheduler: they run on the publishing thread.
-struct continuation_sink {
-  scheduler* to = nullptr;
-  offload::lane lane = offload::lane::normal;
-};
-inline thread_local continuation_sink tl_continuation_sink{};
-
-/// Continuations fire one after another, never nested: a continuation whose effects publish
-/// another state (a chain of then() on promises, say) queues that state's continuations here,
-/// and the outermost fire loop on the thread runs them once the current one returns. So a chain
-/// of any length is resolved with constant stack depth. Per thread; a fiber that suspends saves
-/// and resets it (executor::suspend()), so that another fiber's continuations do not queue
-/// behind a suspended one.
-struct continuation_queue {
-  bool firing = false;
-  continuation* head = nullptr;  // FIFO of lists not fired yet, linked through `next`
-  continuation* tail = nullptr;
-};
-inline thread_local continuation_queue tl_continuations{};
-
-void fire_continuations(continuation* list) noexcept;
 
 /// Type-independent part of a shared state.
 ///
@@ -313,14 +275,6 @@ class shared_state_base {
       fire_continuations(list);
   }
 
-  /// Fires one continuation and frees it if the state owned it.
-  static void fire_and_delete(continuation* c) noexcept {
-    const bool owned = c->heap_owned;  // read first: fire() may end a stack-owned one's life
-    c->fire();
-    if (owned)
-      delete c;
-  }
-
  protected:
   virtual ~shared_state_base() = default;
   virtual void destroy() noexcept = 0;
@@ -331,7 +285,7 @@ class shared_state_base {
   // A waiter outside the pool polls k_spin_before_block times (about 2.5 µs; enough for a hot
   // round trip), then yields k_yield_before_block times, then sleeps on the futex. The yields
   // matter on a loaded machine: a worker woken onto the waiter's CPU runs at once instead of
-  // waiting for the spin to end (measured: cold p50 57 µs with a 40 µs pure spin, 14 µs now).
+  // waiting for the spin to end (a long pure spin quadrupled the cold round trip's p50).
   static constexpr int k_spin_before_block = 128;
   static constexpr int k_yield_before_block = 16;
 
@@ -372,7 +326,7 @@ class shared_state_base {
       const shared_state_base* state;
       fiber_resume resume;
       explicit arm_resume(const shared_state_base* st) noexcept : state(st) {}
-      void arm(fiber* suspended) noexcept override {
+      void arm(fiber_handle* suspended) noexcept override {
         resume.waiter = suspended;
         const_cast<shared_state_base*>(state)->attach(&resume);  // fires now if ready
       }
@@ -434,81 +388,6 @@ class shared_state_base {
   task_state m_final = task_state::succeeded;           // how it ended; written by the claim holder
   mutable std::stop_source m_stop{std::nostopstate};    // guarded by stop_guard()
 };
-
-/// A task that fires continuations a continuation sink took: on a worker, or where it is dropped
-/// (a worker cancelling, or shutdown), since continuations resolve accepted work either way.
-struct continuation_batch {
-  continuation* list;
-  void operator()() const noexcept { fire_continuations(list); }
-  void discard(discard_reason) const noexcept {
-    if (list != nullptr)
-      fire_continuations(list);
-  }
-};
-
-/// Hands `list` to the calling thread's continuation sink as one task. False (nothing taken) if
-/// no task could be made or the sink's scheduler stopped.
-inline bool hand_to_sink(continuation* list) noexcept {
-  const continuation_sink sink = tl_continuation_sink;
-  task_node* node = nullptr;
-  try {
-    node = make_task(continuation_batch{list});
-  } catch (...) {
-    return false;
-  }
-  node->lane = sink.lane;
-  try {
-    sink.to->schedule_in_lane(node);
-  } catch (...) {
-    task_model<continuation_batch>::get(node)->list = nullptr;  // the caller fires them
-    discard_task(node, discard_reason::rejected);
-    return false;
-  }
-  return true;
-}
-
-/// Runs the continuations of `list` (linked through `next`), and every list queued meanwhile on
-/// this thread, one at a time (see continuation_queue). On a thread with a continuation sink, the
-/// ones that run user code go to the sink instead, as one task.
-inline void fire_continuations(continuation* list) noexcept {
-  continuation_queue& q = tl_continuations;
-  if (q.firing) {  // inside a continuation: run once it returns, not nested in it
-    continuation* last = list;
-    while (last->next != nullptr) last = last->next;
-    (q.tail != nullptr ? q.tail->next : q.head) = list;
-    q.tail = last;
-    return;
-  }
-  q.firing = true;
-  for (;;) {
-    continuation* for_sink = nullptr;
-    while (list != nullptr) {
-      continuation* next = list->next;
-      if (tl_continuation_sink.to != nullptr && list->runs_user_code()) {
-        list->next = for_sink;
-        for_sink = list;
-      } else {
-        shared_state_base::fire_and_delete(list);
-      }
-      list = next;
-    }
-    if (for_sink != nullptr && !hand_to_sink(for_sink)) {
-      // No worker can take them (no memory, or stopped): they run here after all.
-      const continuation_sink sink = std::exchange(tl_continuation_sink, {});
-      while (for_sink != nullptr) {
-        continuation* next = for_sink->next;
-        shared_state_base::fire_and_delete(for_sink);
-        for_sink = next;
-      }
-      tl_continuation_sink = sink;
-    }
-    list = std::exchange(q.head, nullptr);
-    q.tail = nullptr;
-    if (list == nullptr)
-      break;
-  }
-  q.firing = false;
-}
 
 // States of results up to 32 bytes (std::string among them) stay in a pooled block.
 static_assert(sizeof(void*) != 8 || sizeof(shared_state_base) <= 64);
@@ -578,25 +457,6 @@ class shared_state : public shared_state_base {
 
   std::optional<stored_t<T>> m_value;
   block_pool* m_home;
-};
-
-/// The state of a follower (a de-duplicated submission's future): a shared_state<T> that also
-/// owns the link to the task it follows. On the heap (keyed submissions are a slower path), so
-/// plain states stay within a pooled block.
-template <class T>
-class follower_state final : public shared_state<T> {
- public:
-  static follower_state* create(scheduler* sched, std::unique_ptr<follow_link> link) {
-    return new follower_state(sched, std::move(link));
-  }
-
- private:
-  follower_state(scheduler* sched, std::unique_ptr<follow_link> link) noexcept
-      : shared_state<T>(sched, nullptr), m_link(std::move(link)) {}
-  follow_link* link() const noexcept override { return m_link.get(); }
-  void destroy() noexcept override { delete this; }
-
-  std::unique_ptr<follow_link> m_link;
 };
 
 }  // namespace offload::detail

@@ -13,7 +13,7 @@
 
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 
 namespace offload::detail {
 

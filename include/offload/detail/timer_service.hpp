@@ -22,7 +22,7 @@
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/lane.hpp"
 
 namespace offload::detail {

@@ -9,22 +9,22 @@
 #include <mutex>
 
 #include "offload/detail/event_count.hpp"
-#include "offload/detail/fiber.hpp"
+#include "offload/detail/fiber_wake.hpp"
 #include "offload/detail/scheduler.hpp"
 
 namespace offload::detail {
 
 /// Lives on the waiting task's (or thread's) stack until it is woken.
 struct waiter {
-  fiber* suspended = nullptr;           // set: a fiber to resume; null: a thread to wake
+  fiber_handle* suspended = nullptr;    // set: a fiber to resume; null: a thread to wake
   std::atomic<std::uint32_t> woken{0};  // the blocked thread's futex word
   waiter* next = nullptr;
 
   /// Wakes it. The last access to *this (the owner may return at once): the fiber pointer is
   /// read before, and a thread's futex is woken by address only.
   void wake() noexcept {
-    if (fiber* f = suspended) {
-      fiber_runtime::make_ready(f);
+    if (fiber_handle* f = suspended) {
+      fiber_wake_list::make_ready(f);
       return;
     }
     // [WT1] release; pairs with the acquire in block() [WT2]: what the waker did is visible.
@@ -77,10 +77,10 @@ void wait_as_task_or_thread(TryNow try_now) {
       TryNow* try_now;
       waiter* self;
       arm_waiter(TryNow* t, waiter* w) noexcept : try_now(t), self(w) {}
-      void arm(fiber* f) noexcept override {
+      void arm(fiber_handle* f) noexcept override {
         self->suspended = f;
         if ((*try_now)(self))
-          fiber_runtime::make_ready(f);  // met meanwhile: nothing queued
+          fiber_wake_list::make_ready(f);  // met meanwhile: nothing queued
       }
     } arm{&try_now, &self};
     if (s->suspend(arm))

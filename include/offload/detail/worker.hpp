@@ -17,7 +17,7 @@
 #include "offload/detail/chase_lev_deque.hpp"
 #include "offload/detail/fiber.hpp"
 #include "offload/detail/histogram.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/lane.hpp"
 #include "offload/task_events.hpp"
 

@@ -77,7 +77,7 @@ TEST(KeyTable, AnEntryIsErasedOnlyByItsTicketAndItsLastFollower) {
   std::uint64_t ticket = 0;
   const text_ref k = text("report-42");
   {
-    auto lock = keys.lock();
+    offload::detail::scoped_lock lock(keys.mutex());
     EXPECT_EQ(keys.find("report-42"), nullptr);
     ticket = keys.next_ticket();
     keys.insert({k,
@@ -106,7 +106,7 @@ TEST(KeyTable, ConcurrentErasesReleaseOnce) {
     std::atomic<int> released{0};
     const text_ref k = text("k");
     {
-      auto lock = keys.lock();
+      offload::detail::scoped_lock lock(keys.mutex());
       keys.insert({k,
                    keys.next_ticket(),
                    nullptr,

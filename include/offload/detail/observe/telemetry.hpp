@@ -14,6 +14,7 @@
 
 #include "offload/detail/policy/dead_letter_store.hpp"
 #include "offload/detail/pool/pool.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/executor_stats.hpp"
 #include "offload/health.hpp"
@@ -75,7 +76,7 @@ class telemetry {
         }
       }
       lm.retries = m_pool.resolved_outside().retried(l);
-      taken[l] = m_pool.resolved_outside().taken(l);  // [M1]
+      taken[l] = m_pool.resolved_outside().taken(l);  // [M4]
       for (const auto& w : m_pool.workers()) lm.retries += w->counters.lanes[l].retried.read();
     }
     const auto timers = m_pool.timers().read_counts();
@@ -173,7 +174,7 @@ class telemetry {
   /// observation of a task starts its clock, so the figure is a lower bound that is exact to the
   /// interval between observations; workers pay nothing for it beyond two counters.
   std::vector<double> observe_workers(std::uint64_t now) const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     m_seen.resize(m_pool.workers().size());
     std::vector<double> running_for(m_pool.workers().size(), 0.0);
     for (const auto& w : m_pool.workers()) {
@@ -203,8 +204,8 @@ class telemetry {
 
   const pool& m_pool;
   const dead_letter_store& m_dead;
-  mutable std::mutex m_mutex;         // metrics() and health()
-  mutable std::vector<watch> m_seen;  // guarded by m_mutex
+  mutable annotated_mutex m_mutex;  // metrics() and health()
+  mutable std::vector<watch> m_seen OFFLOAD_GUARDED_BY(m_mutex);
 };
 
 }  // namespace offload::detail

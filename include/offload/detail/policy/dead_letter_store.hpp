@@ -20,6 +20,7 @@
 #include "offload/dead_letter.hpp"
 #include "offload/detail/policy/policy_task.hpp"
 #include "offload/detail/pool/hooks.hpp"
+#include "offload/detail/thread_annotations.hpp"
 
 namespace offload::detail {
 
@@ -38,7 +39,7 @@ class dead_letter_store final : public failure_sink {
     try {
       std::optional<dead_letter> for_hook;
       {
-        std::lock_guard lock(m_mutex);
+        scoped_lock lock(m_mutex);
         d.id = ++m_next_id;
         if (m_on_dead_letter)
           for_hook = d;
@@ -60,19 +61,19 @@ class dead_letter_store final : public failure_sink {
 
   /// The records, oldest first (a snapshot).
   std::vector<dead_letter> snapshot() const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     prune(now());
     return {m_records.begin(), m_records.end()};
   }
 
   std::size_t size() const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     return m_records.size();
   }
 
   /// Takes the record with `id` out of the store if it is there and can be run again.
   std::optional<dead_letter> take_replayable(std::uint64_t id) {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     auto it = std::find_if(m_records.begin(), m_records.end(), [&](const dead_letter& d) {
       return d.id == id;
     });
@@ -86,7 +87,7 @@ class dead_letter_store final : public failure_sink {
 
   /// Puts back a record take_replayable() took, in its place (the store is ordered by id).
   void put_back(dead_letter taken) {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     auto at = std::find_if(m_records.begin(), m_records.end(), [&](const dead_letter& d) {
       return d.id > taken.id;
     });
@@ -97,8 +98,8 @@ class dead_letter_store final : public failure_sink {
  private:
   clock::time_point now() const noexcept { return m_clock ? m_clock->now() : clock::now(); }
 
-  /// Evicts records past max_count, max_bytes or max_age, oldest first. Caller holds m_mutex.
-  void prune(clock::time_point now) const {
+  /// Evicts records past max_count, max_bytes or max_age, oldest first.
+  void prune(clock::time_point now) const OFFLOAD_REQUIRES(m_mutex) {
     while (!m_records.empty() &&
            (m_records.size() > m_limits.max_count || m_bytes > m_limits.max_bytes ||
             now - m_records.front().last_failure > m_limits.max_age)) {
@@ -119,10 +120,11 @@ class dead_letter_store final : public failure_sink {
   const dead_letter_options m_limits;
   const std::function<void(const dead_letter&)> m_on_dead_letter;
   const std::shared_ptr<manual_clock> m_clock;
-  mutable std::mutex m_mutex;
-  mutable std::deque<dead_letter> m_records;  // by id; pruned by readers too
-  mutable std::size_t m_bytes = 0;            // Σ footprint(m_records)
-  std::uint64_t m_next_id = 0;
+  mutable annotated_mutex m_mutex;
+  mutable std::deque<dead_letter> m_records
+      OFFLOAD_GUARDED_BY(m_mutex);                              // by id; pruned by readers
+  mutable std::size_t m_bytes OFFLOAD_GUARDED_BY(m_mutex) = 0;  // Σ footprint(m_records)
+  std::uint64_t m_next_id OFFLOAD_GUARDED_BY(m_mutex) = 0;
 };
 
 }  // namespace offload::detail

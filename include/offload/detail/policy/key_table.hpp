@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string_view>
 #include <typeinfo>
@@ -15,6 +16,7 @@
 
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/shared_text.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/task_state.hpp"
 
 namespace offload::detail {
@@ -30,8 +32,8 @@ struct key_entry {
   std::size_t followers = 0;  // submitters' futures not cancelled; at 0 the task is cancelled
 };
 
-/// Thread-safe: lookup and insertion happen under lock() (a submission decides and inserts in
-/// one step); erase() locks itself.
+/// Thread-safe: lookup and insertion happen under mutex() (a submission decides and inserts in
+/// one step); erase() and size() lock it themselves.
 class key_table {
  public:
   key_table() = default;
@@ -39,32 +41,33 @@ class key_table {
   key_table& operator=(const key_table&) = delete;
 
   /// The table's mutex, for a submission's lookup-then-insert.
-  std::unique_lock<std::mutex> lock() { return std::unique_lock(m_mutex); }
+  annotated_mutex& mutex() noexcept OFFLOAD_RETURN_CAPABILITY(m_mutex) { return m_mutex; }
 
-  /// The entry of `key`, or null. Caller holds lock().
-  key_entry* find(std::string_view key) {
+  /// The entry of `key`, or null.
+  key_entry* find(std::string_view key) OFFLOAD_REQUIRES(m_mutex) {
     auto it = m_keys.find(key);
     return it == m_keys.end() ? nullptr : &it->second;
   }
 
-  /// A ticket for a new holder. Caller holds lock().
-  std::uint64_t next_ticket() noexcept { return ++m_next_ticket; }
+  /// A ticket for a new holder.
+  std::uint64_t next_ticket() noexcept OFFLOAD_REQUIRES(m_mutex) { return ++m_next_ticket; }
 
-  /// Adds the entry of a key not in the table. Caller holds lock().
-  void insert(key_entry entry) {
+  /// Adds the entry of a key not in the table.
+  void insert(key_entry entry) OFFLOAD_REQUIRES(m_mutex) {
     const std::string_view view(*entry.key.text());
     m_keys.emplace(view, std::move(entry));
   }
 
   /// Erases the key's holding `ticket` and drops the table's reference to its leader; with
   /// `last_follower`, only if this takes its follower count to 0. True if the key was erased.
-  bool erase(const shared_text* key, std::uint64_t ticket, bool last_follower) noexcept {
+  bool erase(const shared_text* key, std::uint64_t ticket, bool last_follower) noexcept
+      OFFLOAD_EXCLUDES(m_mutex) {
     if (key == nullptr)
       return false;
     std::function<void()> release;
     text_ref held;  // the entry's reference to the key, dropped outside the lock
     {
-      std::lock_guard lock(m_mutex);
+      scoped_lock lock(m_mutex);
       auto it = m_keys.find(std::string_view(key->text));
       if (it == m_keys.end() || it->second.ticket != ticket)
         return false;  // released already, and perhaps held by a later submission now
@@ -81,14 +84,34 @@ class key_table {
 
   /// Keys pending now.
   std::size_t size() {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     return m_keys.size();
   }
 
  private:
-  std::mutex m_mutex;
-  std::unordered_map<std::string_view, key_entry> m_keys;  // views into the entries' key records
-  std::uint64_t m_next_ticket = 0;                         // guarded by m_mutex
+  annotated_mutex m_mutex;
+  // Views into the entries' key records.
+  std::unordered_map<std::string_view, key_entry> m_keys OFFLOAD_GUARDED_BY(m_mutex);
+  std::uint64_t m_next_ticket OFFLOAD_GUARDED_BY(m_mutex) = 0;
+};
+
+/// The state of a follower (a de-duplicated submission's future): a shared_state<T> that also
+/// owns the link to the task it follows. On the heap (keyed submissions are a slower path), so
+/// plain states stay within a pooled block.
+template <class T>
+class follower_state final : public shared_state<T> {
+ public:
+  static follower_state* create(scheduler* sched, std::unique_ptr<follow_link> link) {
+    return new follower_state(sched, std::move(link));
+  }
+
+ private:
+  follower_state(scheduler* sched, std::unique_ptr<follow_link> link) noexcept
+      : shared_state<T>(sched, nullptr), m_link(std::move(link)) {}
+  follow_link* link() const noexcept override { return m_link.get(); }
+  void destroy() noexcept override { delete this; }
+
+  std::unique_ptr<follow_link> m_link;
 };
 
 /// A keyed submission's future: reports the task's state, and cancels the task when the last

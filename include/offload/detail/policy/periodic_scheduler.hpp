@@ -14,7 +14,8 @@
 #include "offload/detail/pool/pool.hpp"
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_text.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/lane.hpp"
 #include "offload/periodic.hpp"
 #include "offload/task_events.hpp"
@@ -43,7 +44,7 @@ class periodic_scheduler {
         m_pool.discard_from_timer(node);
     };
     {
-      std::lock_guard lock(m_mutex);
+      scoped_lock lock(m_mutex);
       std::erase_if(m_controls, [](const auto& w) {
         return w.expired();
       });
@@ -57,13 +58,13 @@ class periodic_scheduler {
                                       this,
                                       m_pool.resolve_lane(options.lane),
                                       m_pool.names().intern(options.name)});
-    schedule_run(run, true);
+    arm_next_run(run, true);
     return periodic_handle(std::move(control));
   }
 
   /// Shutdown: schedules stop; their handles' cancel() no longer reaches the pool.
   void detach() {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     for (auto& weak : m_controls) {
       if (auto control = weak.lock()) {
         std::lock_guard c(control->mutex);
@@ -108,7 +109,7 @@ class periodic_scheduler {
             next = saturating_add(run->due, run->period * (behind + 1));
           }
           run->due = next;
-          run->scheduler->schedule_run(run);
+          run->scheduler->arm_next_run(run);
           // Counted after the next run is scheduled: runs() == n means run n + 1 is pending.
           std::lock_guard lock(run->control->mutex);
           ++run->control->runs;
@@ -123,7 +124,7 @@ class periodic_scheduler {
   /// run, scheduled by start() itself, throws what refused it (offload::rejected after shutdown
   /// began, counted as rejected); a later one ends the schedule quietly.
   template <class F>
-  void schedule_run(const std::shared_ptr<periodic_run<F>>& run, bool first = false) {
+  void arm_next_run(const std::shared_ptr<periodic_run<F>>& run, bool first = false) {
     std::lock_guard lock(run->control->mutex);
     if (run->control->cancelled || !run->control->unschedule)
       return;
@@ -131,7 +132,7 @@ class periodic_scheduler {
       task_node* node = make_task(periodic_task<F>{run});
       node->lane = run->lane;
       node->set_name(run->name);  // a copy: the run keeps its own
-      m_pool.schedule_delayed(node, run->due, run->control.get());
+      m_pool.enqueue_at(node, run->due, run->control.get());
       run->control->pending_timer = true;
     } catch (...) {  // shut down (rejected) or out of memory: the schedule ends
       run->control->cancelled = true;
@@ -141,8 +142,8 @@ class periodic_scheduler {
   }
 
   pool& m_pool;
-  std::mutex m_mutex;                                       // start() and detach()
-  std::vector<std::weak_ptr<periodic_control>> m_controls;  // guarded by m_mutex
+  annotated_mutex m_mutex;  // start() and detach()
+  std::vector<std::weak_ptr<periodic_control>> m_controls OFFLOAD_GUARDED_BY(m_mutex);
 };
 
 }  // namespace offload::detail

@@ -15,6 +15,7 @@
 #include "offload/clock.hpp"
 #include "offload/detail/policy/policy_task.hpp"
 #include "offload/detail/shared_text.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/lane.hpp"
 #include "offload/retry_policy.hpp"
 #include "offload/task_options.hpp"
@@ -74,7 +75,7 @@ class plan_table {
     thread_local cache_entry last;
     if (last.uid == m_uid && last.sig == sig)
       return plan_ptr(last.plan);
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     auto it = m_plans.find(sig);
     if (it == m_plans.end()) {
       if (m_plans.size() >= k_max_interned)
@@ -89,7 +90,7 @@ class plan_table {
 
   /// Plans interned now.
   std::size_t size() const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     return m_plans.size();
   }
 
@@ -129,8 +130,9 @@ class plan_table {
   }
 
   const std::uint64_t m_uid = next_uid();  // distinguishes tables in the threads' caches
-  mutable std::mutex m_mutex;              // a thread's first submission of a new signature
-  std::unordered_map<signature, std::unique_ptr<task_plan>, signature::hash> m_plans;
+  mutable annotated_mutex m_mutex;         // a thread's first submission of a new signature
+  std::unordered_map<signature, std::unique_ptr<task_plan>, signature::hash> m_plans
+      OFFLOAD_GUARDED_BY(m_mutex);
 };
 
 }  // namespace offload::detail

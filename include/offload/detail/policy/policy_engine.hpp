@@ -30,7 +30,8 @@
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/shared_text.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/detail/timer_service.hpp"
 #include "offload/error.hpp"
 #include "offload/future.hpp"
@@ -52,8 +53,11 @@ class policy_engine final : private policy_host {
   /// The policy path of submit()/post() (`o` validated, o.needs_policy()): builds a
   /// policy_task and queues it now, at its delay (timer), with an expiry timer for a deadline;
   /// de-duplicates by key. Without `WithFuture` (a post()) the future returned is empty.
+  /// Not checked by the thread-safety analysis: the key table's lock is held on the keyed
+  /// branch only (its find(), next_ticket() and insert() require it), which the analysis cannot
+  /// follow through std::unique_lock.
   template <class R, bool WithFuture, class Call>
-  future<R> submit(const task_options& o, Call call) {
+  future<R> submit(const task_options& o, Call call) OFFLOAD_NO_THREAD_SAFETY_ANALYSIS {
     using call_t = Call;
     const offload::lane lane = m_pool.resolve_lane(o.lane);
     if (only_delayed(o)) {
@@ -74,7 +78,7 @@ class policy_engine final : private policy_host {
       }
       node->lane = lane;
       node->set_name(m_pool.names().intern(o.name));
-      m_pool.schedule_delayed(node, m_pool.timers().after(o.delay), owner);
+      m_pool.enqueue_at(node, m_pool.timers().after(o.delay), owner);
       if (owner != nullptr)
         m_pool.watch_timers(owner);
       return result;
@@ -92,11 +96,11 @@ class policy_engine final : private policy_host {
     detail::text_ref key;  // the key's record; null: no key
     detail::state_ref<R> state;
     future<R> result;
-    std::unique_lock<std::mutex> key_lock;
+    std::unique_lock<annotated_mutex> key_lock(m_keys.mutex(), std::defer_lock);
     std::uint64_t ticket = 0;
     if constexpr (k_shareable) {
       if (!o.key.empty()) {
-        key_lock = m_keys.lock();
+        key_lock.lock();
         if (key_entry* found = m_keys.find(std::string_view(o.key))) {
           key_entry& held = *found;
           if constexpr (!WithFuture) {
@@ -192,7 +196,7 @@ class policy_engine final : private policy_host {
       }
     } watch_guard{&m_pool, watched ? owner : nullptr};
     if (o.delay > clock::duration::zero()) {
-      m_pool.schedule_delayed(node, m_pool.timers().after(o.delay), owner);
+      m_pool.enqueue_at(node, m_pool.timers().after(o.delay), owner);
     } else {
       try {
         m_pool.enqueue_or_throw(node, m_pool.current_worker());
@@ -206,8 +210,7 @@ class policy_engine final : private policy_host {
 
  private:
   static bool only_delayed(const task_options& o) noexcept {
-    return o.retry.max_attempts == 1 && !o.retry.retry_if && !o.deadline && o.key.empty() &&
-           !o.rate && o.delay > clock::duration::zero();
+    return o.delay > clock::duration::zero() && !needs_attempt_policy(o);
   }
 
   /// Resolves a de-duplicated follower from its leader's result (copy), unless cancelled.
@@ -278,14 +281,14 @@ class policy_engine final : private policy_host {
                       task_node* node,
                       shared_state_base* state,
                       bool first_entry) noexcept override {
-    m_pool.schedule_again(due, node, state, first_entry, true);
+    m_pool.requeue_attempt(due, node, state, first_entry, true);
   }
 
   void schedule_wait(clock::time_point due,
                      task_node* node,
                      shared_state_base* state,
                      bool first_entry) noexcept override {
-    m_pool.schedule_again(due, node, state, first_entry, false);
+    m_pool.requeue_attempt(due, node, state, first_entry, false);
   }
 
   double next_uniform() noexcept override {

@@ -16,11 +16,10 @@
 
 #include "offload/clock.hpp"
 #include "offload/dead_letter.hpp"
-#include "offload/detail/attempt_end.hpp"
 #include "offload/detail/saturating_time.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/shared_text.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 #include "offload/future.hpp"
 #include "offload/retry_policy.hpp"
@@ -150,7 +149,7 @@ struct policy_task {
   clock::time_point first_failure{};
   bool timers_watched = false;  // the executor takes the state's timer entries back once ready
 
-  task_outcome operator()() {
+  attempt_end operator()() {
     if (plan->has_deadline() && plan->host->timer_now() >= plan->deadline)
       return expire();
     if (plan->rate_limited() && !std::exchange(token_reserved, false)) {
@@ -161,8 +160,7 @@ struct policy_task {
     }
     if (state && !state->try_start()) {  // cancelled or expired while waiting
       plan->host->release_key(plan->key.get(), plan->key_ticket);
-      return state->state() == task_state::expired ? task_outcome::expired
-                                                   : task_outcome::cancelled;
+      return state->state() == task_state::expired ? attempt_end::expired : attempt_end::cancelled;
     }
     if (state && state->cancel_requested()) {  // cancelled while running an earlier attempt
       state->store_exception(std::make_exception_ptr(offload::cancelled("offload: task cancelled")),
@@ -207,7 +205,7 @@ struct policy_task {
   }
 
  private:
-  task_outcome expire() {
+  attempt_end expire() {
     plan->host->release_key(plan->key.get(), plan->key_ticket);
     if (state && state->try_claim()) {
       state->store_exception(std::make_exception_ptr(offload::expired(
@@ -216,13 +214,13 @@ struct policy_task {
       fn.reset();
       state->publish();
     }
-    return task_outcome::expired;
+    return attempt_end::expired;
   }
 
   /// No rate-limit token until `due`: waits in the timer as a new node holding this object, with
   /// the token reserved. Returns nothing if that could not be arranged (out of memory): the task
   /// then starts now.
-  std::optional<task_outcome> defer_until(clock::time_point due) {
+  std::optional<attempt_end> defer_until(clock::time_point due) {
     const offload::lane lane = plan->lane;
     text_ref name = plan->name;
     policy_host* const host = plan->host;  // *this (plan included) moves into the new node
@@ -240,15 +238,15 @@ struct policy_task {
     node->lane = lane;
     node->set_name(std::move(name));
     host->schedule_wait(due, node, owner, watch);
-    return k_outcome_deferred;
+    return attempt_end::deferred;
   }
 
-  task_outcome finish(task_outcome outcome) {
+  attempt_end finish(task_outcome outcome) {
     plan->host->release_key(plan->key.get(), plan->key_ticket);
     fn.reset();  // captures destroyed before the result is published
     if (state)
       state->publish();
-    return outcome;
+    return static_cast<attempt_end>(outcome);
   }
 
   bool wants_retry(const std::exception_ptr& error, clock::duration& delay) {
@@ -275,7 +273,7 @@ struct policy_task {
     return true;
   }
 
-  task_outcome on_failure(std::exception_ptr error) {
+  attempt_end on_failure(std::exception_ptr error) {
     const clock::time_point now = plan->host->timer_now();
     if (attempt == 1)
       first_failure = now;
@@ -300,12 +298,12 @@ struct policy_task {
       if (keep)
         keep->release_for_retry();
       host->schedule_retry(saturating_add(now, delay), node, keep.get(), watch);
-      return k_outcome_retried;
+      return attempt_end::retried;
     }
     return fail(std::move(error), now);
   }
 
-  task_outcome fail(std::exception_ptr error, clock::time_point now) {
+  attempt_end fail(std::exception_ptr error, clock::time_point now) {
     dead_letter d;
     d.name = plan->name ? *plan->name.text() : std::string();
     d.key = plan->key ? *plan->key.text() : std::string();

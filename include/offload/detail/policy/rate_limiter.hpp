@@ -14,6 +14,7 @@
 
 #include "offload/clock.hpp"
 #include "offload/detail/saturating_time.hpp"
+#include "offload/detail/thread_annotations.hpp"
 
 namespace offload::detail {
 
@@ -31,7 +32,7 @@ class rate_limiter {
                                         double per_second,
                                         double burst,
                                         clock::time_point now) {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     if (m_buckets.size() >= m_sweep_at)
       sweep(now);
     auto [it, inserted] = m_buckets.try_emplace(key);
@@ -53,7 +54,7 @@ class rate_limiter {
 
   /// Buckets held now.
   std::size_t size() const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     return m_buckets.size();
   }
 
@@ -71,8 +72,8 @@ class rate_limiter {
   };
 
   /// Drops the buckets that are full at `now`, and sets the next sweep at twice what is left
-  /// (at least k_min_sweep), so sweeping costs O(1) per take amortized. Caller holds m_mutex.
-  void sweep(clock::time_point now) {
+  /// (at least k_min_sweep), so sweeping costs O(1) per take amortized.
+  void sweep(clock::time_point now) OFFLOAD_REQUIRES(m_mutex) {
     for (auto it = m_buckets.begin(); it != m_buckets.end();) {
       it->second.refill(now);
       it = it->second.tokens >= it->second.burst ? m_buckets.erase(it) : std::next(it);
@@ -82,9 +83,9 @@ class rate_limiter {
 
   static constexpr std::size_t k_min_sweep = 64;  // buckets held before the first sweep
 
-  mutable std::mutex m_mutex;
-  std::unordered_map<std::string, bucket> m_buckets;  // guarded by m_mutex
-  std::size_t m_sweep_at = k_min_sweep;               // guarded by m_mutex
+  mutable annotated_mutex m_mutex;
+  std::unordered_map<std::string, bucket> m_buckets OFFLOAD_GUARDED_BY(m_mutex);
+  std::size_t m_sweep_at OFFLOAD_GUARDED_BY(m_mutex) = k_min_sweep;
 };
 
 }  // namespace offload::detail

@@ -15,7 +15,7 @@
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/pool/phase.hpp"
 #include "offload/detail/pool/producers.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 #include "offload/executor_options.hpp"
 #include "offload/lane.hpp"

@@ -12,7 +12,7 @@
 
 #include "offload/dead_letter.hpp"
 #include "offload/detail/shared_text.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/executor_options.hpp"
 #include "offload/lane.hpp"
 #include "offload/task_events.hpp"

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "offload/detail/pool/pool_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/worker.hpp"
 
 namespace offload::detail {

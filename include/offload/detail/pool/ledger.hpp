@@ -34,7 +34,7 @@ class ledger {
   /// An attempt run by its submitter (caller_runs) that was not final: a retry or a rate-limit
   /// deferral follows, so it leaves the queue as far as the queued gauge goes.
   void count_taken(std::size_t l, bool retry) noexcept {
-    // [M3] release; pairs with [M1]'s acquire in taken(): counted before the node is visible to
+    // [M3] release; pairs with [M4]'s acquire in taken(): counted before the node is visible to
     // the timer, so a reader that sees the retry fire sees this attempt too.
     m_taken[l].fetch_add(1, std::memory_order_release);
     // A metrics-only count (relaxed): nothing decides on it, and retried() may read it one retry
@@ -44,7 +44,7 @@ class ledger {
   }
 
   std::uint64_t taken(std::size_t l) const noexcept {
-    return m_taken[l].load(std::memory_order_acquire);  // [M1] acquire; pairs with [M3]
+    return m_taken[l].load(std::memory_order_acquire);  // [M4] acquire; pairs with [M3]
   }
 
   std::uint64_t retried(std::size_t l) const noexcept {

@@ -17,7 +17,7 @@
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/fiber.hpp"
 #include "offload/detail/pool/worker_loop.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/topology.hpp"
 #include "offload/detail/worker.hpp"
@@ -108,7 +108,7 @@ class pool final : public pool_loop {
     m_producers.wait_out();  // [X3]
     admission_closed();
     // Delayed tasks and retries still waiting are resolved now (cancelled: interrupted by
-    // shutdown) rather than waited for; later retries are refused (schedule_again()).
+    // shutdown) rather than waited for; later retries are refused (requeue_attempt()).
     // Tasks sleeping in this_task::sleep_for() keep their timer until the workers are gone.
     m_timers.stop_starts([this](task_node* node) {
       discard_from_timer(node);

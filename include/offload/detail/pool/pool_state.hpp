@@ -23,7 +23,7 @@
 #include "offload/detail/pool/phase.hpp"
 #include "offload/detail/pool/producers.hpp"
 #include "offload/detail/scheduler.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/timer_service.hpp"
 #include "offload/detail/worker.hpp"

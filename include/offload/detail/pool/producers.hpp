@@ -17,6 +17,7 @@
 #include <concurrentqueue/concurrentqueue.h>
 
 #include "offload/detail/pool/phase.hpp"
+#include "offload/detail/thread_annotations.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/lane.hpp"
@@ -38,7 +39,7 @@ struct producer {
   /// of accepted work, anything before stopped): the caller then does its counting and queueing
   /// and calls leave(). False (not busy) if refused.
   bool enter(const std::atomic<pool_phase>& phase, bool continuation = false) noexcept {
-    // [X2] seq_cst; pairs with [X1]/[X3] in pool::begin_shutdown(): either this sees the new
+    // [X2] seq_cst; pairs with [X1]/[X3] in pool::shutdown(): either this sees the new
     // phase and refuses, or shutdown sees the flag and waits for what this thread queues.
     busy.store(true, std::memory_order_seq_cst);
     const pool_phase now = phase.load(std::memory_order_seq_cst);
@@ -97,7 +98,7 @@ class producer_registry {
     }
     producer* found = nullptr;
     {
-      std::lock_guard lock(m_mutex);
+      scoped_lock lock(m_mutex);
       const auto me = std::this_thread::get_id();
       for (auto& p : m_records) {
         if (p->thread == me)
@@ -115,7 +116,7 @@ class producer_registry {
 
   /// Adds every producer's submitted and rejected counts into `lanes`.
   void add_counts(std::array<lane_metrics, k_lane_count>& lanes) const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     for (const auto& p : m_records) {
       for (std::size_t l = 0; l < k_lane_count; ++l) {
         lanes[l].submitted += p->lanes[l].submitted.read();
@@ -126,7 +127,7 @@ class producer_registry {
 
   /// Shutdown, after the phase left running: waits until no producer is inside the gate.
   void wait_out() const {
-    std::lock_guard lock(m_mutex);
+    scoped_lock lock(m_mutex);
     for (const auto& p : m_records) {
       // [X3] seq_cst load; pairs with [X2]; the flag's release clear [X4] publishes the enqueue.
       while (p->busy.load(std::memory_order_seq_cst)) std::this_thread::yield();
@@ -144,8 +145,8 @@ class producer_registry {
 
   lane_inboxes& m_inboxes;
   std::uint64_t m_uid;
-  mutable std::mutex m_mutex;  // slow path: registering a producer, reading counts, shutdown
-  std::vector<std::unique_ptr<producer>> m_records;  // guarded by m_mutex
+  mutable annotated_mutex m_mutex;  // registering a producer, reading counts, shutdown
+  std::vector<std::unique_ptr<producer>> m_records OFFLOAD_GUARDED_BY(m_mutex);
 };
 
 }  // namespace offload::detail

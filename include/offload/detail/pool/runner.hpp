@@ -11,9 +11,8 @@
 #include <utility>
 
 #include "offload/dead_letter.hpp"
-#include "offload/detail/attempt_end.hpp"
 #include "offload/detail/pool/lane_search.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/lane.hpp"
@@ -105,7 +104,7 @@ class pool_runner : public pool_search {
     const offload::lane outer_lane = std::exchange(w.current_lane, task_lane);
     // The name's reference leaves the node, which is freed once run (an unnamed task: none).
     const text_ref name = node->take_name();
-    task_outcome outcome = task_outcome::cancelled;
+    attempt_end outcome = attempt_end::cancelled;
     std::exception_ptr error;
     if (cancelling()) [[unlikely]] {
       discard_task(node, discard_reason::shutdown);
@@ -115,7 +114,7 @@ class pool_runner : public pool_search {
       try {
         outcome = run_task(node);
       } catch (...) {
-        outcome = task_outcome::failed;
+        outcome = attempt_end::failed;
         error = std::current_exception();
         w.counters.failed.add();
         m_hooks.task_error(error);
@@ -129,7 +128,7 @@ class pool_runner : public pool_search {
     }
     w.current_lane = outer_lane;
     --w.fiber_depth;
-    if (!Observed && outcome == task_outcome::succeeded) [[likely]] {
+    if (!Observed && outcome == attempt_end::succeeded) [[likely]] {
       lc.completed[static_cast<std::size_t>(task_outcome::succeeded)].add();
       return;
     }
@@ -142,10 +141,11 @@ class pool_runner : public pool_search {
   [[gnu::noinline]] void count_outcome(lane_counters& lc,
                                        const std::string* name,
                                        offload::lane lane,
-                                       task_outcome outcome,
+                                       attempt_end end,
                                        std::exception_ptr error) {
-    if (outcome == k_outcome_retried || outcome == k_outcome_deferred)
+    if (!is_final(end))
       return;  // not final, and counted already (count_not_final())
+    const task_outcome outcome = final_outcome(end);
     if (outcome == task_outcome::failed)
       error = take_failure(name, lane, std::move(error));
     if (m_hooks.has_finish_hooks())

@@ -10,9 +10,8 @@
 #include <new>
 #include <utility>
 
-#include "offload/detail/attempt_end.hpp"
 #include "offload/detail/pool/runner.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/lane.hpp"
@@ -162,18 +161,19 @@ class pool_submission : public pool_runner {
     } done{this};
     const text_ref name = node->take_name();  // the node is freed once run
     m_hooks.submitted(name, lane);
-    task_outcome outcome = task_outcome::succeeded;
+    attempt_end end = attempt_end::succeeded;
     std::exception_ptr error;
     m_hooks.started(name.text(), lane);
     try {
-      outcome = run_task(node);
+      end = run_task(node);
     } catch (...) {
-      outcome = task_outcome::failed;
+      end = attempt_end::failed;
       error = std::current_exception();
       m_hooks.task_error(error);
     }
-    if (outcome == k_outcome_retried || outcome == k_outcome_deferred)
+    if (!is_final(end))
       return;  // not final: it waits in the timer, and a worker runs its next attempt
+    const task_outcome outcome = final_outcome(end);
     if (outcome == task_outcome::failed)
       error = take_failure(name.text(), lane, std::move(error));
     m_hooks.finished(name.text(), lane, outcome, error);

@@ -11,7 +11,7 @@
 #include "offload/clock.hpp"
 #include "offload/detail/pool/submission.hpp"
 #include "offload/detail/shared_state.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/timer_service.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/task_state.hpp"
@@ -29,7 +29,7 @@ class pool_timed : public pool_submission {
   /// rejected) once shutdown began. From a worker (accepted in every phase, as spawned tasks are):
   /// once the timer takes no more starts (shutdown), the task is resolved as interrupted by
   /// shutdown (cancelled), as delayed tasks already waiting are.
-  void schedule_delayed(task_node* node, clock::time_point due, const void* owner = nullptr) {
+  void enqueue_at(task_node* node, clock::time_point due, const void* owner = nullptr) {
     const std::size_t l = index_of(node->lane);
     const offload::lane lane = node->lane;
     const text_ref hook_name = m_hooks.name_for_hook(node);  // the node is not ours once scheduled
@@ -119,11 +119,11 @@ class pool_timed : public pool_submission {
   /// has one; `first_entry`: that state's entries are not watched yet (see watch_timers()). The
   /// attempt that ends here is counted first (count_not_final()); a task the timer does not take
   /// (shutdown, or no memory) is resolved as cancelled.
-  void schedule_again(clock::time_point due,
-                      task_node* node,
-                      shared_state_base* state,
-                      bool first_entry,
-                      bool retry) noexcept {
+  void requeue_attempt(clock::time_point due,
+                       task_node* node,
+                       shared_state_base* state,
+                       bool first_entry,
+                       bool retry) noexcept {
     count_not_final(index_of(node->lane), retry);
     // Watched before the entry exists, so that a cancel() landing once it is in the timer takes
     // it back itself, before cancel() returns; one landing earlier is met by [T1] below.

@@ -18,12 +18,11 @@
 
 #include "offload/clock.hpp"
 #include "offload/detail/atomic.hpp"
-#include "offload/detail/attempt_end.hpp"
 #include "offload/detail/fiber.hpp"
 #include "offload/detail/pool/timed.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/sleep_wake.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/lane.hpp"
 #include "offload/this_task.hpp"
@@ -119,7 +118,9 @@ class pool_waits : public pool_timed {
     struct to_yielded final : suspend_arm {
       fiber_runtime* rt;
       explicit to_yielded(fiber_runtime* r) noexcept : rt(r) {}
-      void arm(fiber* suspended) noexcept override { rt->push_yielded(suspended); }
+      void arm(fiber_handle* suspended) noexcept override {
+        rt->push_yielded(static_cast<fiber*>(suspended));
+      }
     } arm{w.fibers.get()};
     return suspend(arm);
   }
@@ -195,14 +196,14 @@ class pool_waits : public pool_timed {
       const shared_state_base* task;
       arm_sleep(pool_waits* p, clock::duration dur, const shared_state_base* t) noexcept
           : self(p), d(dur), task(t) {}
-      void arm(fiber* suspended) noexcept override {
+      void arm(fiber_handle* suspended) noexcept override {
         try {
           auto wake = std::make_shared<sleep_wake>([suspended] {
-            fiber_runtime::make_ready(suspended);
+            fiber_wake_list::make_ready(suspended);
           });
           wake->arm(*self, d, task);  // if the timer refuses, the discard resumes the fiber now
         } catch (...) {               // no memory: resume now, sleep on the thread
-          fiber_runtime::make_ready(suspended);
+          fiber_wake_list::make_ready(suspended);
         }
       }
     } arm{this, d, task};

@@ -11,7 +11,7 @@
 #include "offload/detail/atomic.hpp"
 #include "offload/detail/fiber.hpp"
 #include "offload/detail/pool/waits.hpp"
-#include "offload/detail/task.hpp"
+#include "offload/detail/task_node.hpp"
 #include "offload/detail/tick_clock.hpp"
 #include "offload/detail/worker.hpp"
 
@@ -99,7 +99,7 @@ class pool_loop : public pool_waits {
         continue;
       }
       // Stop only once no task of this worker is suspended: they resume here.
-      // acquire; pairs with the seq_cst store of pool_phase::stopped in pool::finish_shutdown().
+      // acquire; pairs with the seq_cst store of pool_phase::stopped in pool::shutdown().
       if (m_phase.load(std::memory_order_acquire) == pool_phase::stopped && w.suspended() == 0) {
         m_idle.cancel_wait();
         // A make_ready() that published the last woken fiber may still be in its notify.
@@ -120,8 +120,8 @@ class pool_loop : public pool_waits {
     const auto until = std::chrono::steady_clock::now() + budget;
     for (unsigned i = 0;; ++i) {
       // A few short pause loops, then yields: a searching worker must not hold a CPU that the
-      // producer (or a waiter woken onto it) needs. With pure pausing, one producer feeding two
-      // workers on two cores ran at 2.2 µs per task; with yields, at 0.3 µs.
+      // producer (or a waiter woken onto it) needs: with pure pausing, one producer feeding two
+      // workers on two cores runs several times slower.
       if (i < k_pause_rounds) {
         for (int k = 0; k < 32; ++k) cpu_relax();
       } else {

@@ -1,6 +1,6 @@
 #pragma once
 
-/// @file task.hpp
+/// @file task_node.hpp
 /// @brief The type-erased, move-free task node that queues carry by pointer.
 
 #include <cstddef>
@@ -33,12 +33,33 @@ enum class discard_reason {
   shutdown,  ///< queued when shutdown(shutdown_mode::cancel) ran
 };
 
+/// How one run of a task node ended: a final task_outcome (same values), or an attempt of a
+/// policy task that did not end the task (counted as not final by the pool's runner).
+enum class attempt_end : std::uint8_t {
+  succeeded = static_cast<std::uint8_t>(task_outcome::succeeded),
+  failed = static_cast<std::uint8_t>(task_outcome::failed),
+  cancelled = static_cast<std::uint8_t>(task_outcome::cancelled),
+  expired = static_cast<std::uint8_t>(task_outcome::expired),
+  retried,   ///< a retry was scheduled: the task goes on
+  deferred,  ///< the start waits for a rate-limit token: not an attempt
+};
+static_assert(static_cast<std::size_t>(attempt_end::retried) == k_outcome_count);
+
+/// True if the run ended the task, with the outcome `final_outcome()` gives.
+constexpr bool is_final(attempt_end e) noexcept {
+  return e != attempt_end::retried && e != attempt_end::deferred;
+}
+/// The outcome of a final run (is_final(e)).
+constexpr task_outcome final_outcome(attempt_end e) noexcept {
+  return static_cast<task_outcome>(e);
+}
+
 /// Per-callable-type operations, one static table per type.
 struct task_ops {
   /// Runs the callable, then destroys it (even if it throws; the exception propagates).
   /// Returns how it ended: callables that resolve a future report failed or cancelled
   /// themselves; for others, returning means succeeded and throwing means failed.
-  task_outcome (*run)(task_node*);
+  attempt_end (*run)(task_node*);
   /// Destroys the callable without running it, resolving any future with the reason.
   void (*discard)(task_node*, discard_reason) noexcept;
   /// Tells the task it left a timer and is queued again (for future::state()); may be null.
@@ -154,6 +175,9 @@ inline thread_local failure_note tl_failure;
 /// exception object is never destroyed on the worker after the waiter read it.
 inline thread_local bool tl_keep_failure_error = true;
 
+/// Set by a policy task that recorded its own dead letter, so the pool does not add one.
+inline thread_local bool tl_dead_letter_recorded = false;
+
 /// Records `e` in tl_failure (text and type taken now). Never throws.
 inline void note_failure(std::exception_ptr e) noexcept {
   try {
@@ -195,8 +219,8 @@ inline constexpr bool k_fits_inline = alignof(F) <= alignof(std::max_align_t) &&
                                       sizeof(F) <= k_task_inline_capacity<F>;
 
 /// Adapts a callable F to the task protocol. F must provide `void operator()()` (or
-/// `task_outcome operator()()`, reporting how it ended) and may provide
-/// `void discard(discard_reason) noexcept` to resolve a future when dropped.
+/// `task_outcome operator()()` or `attempt_end operator()()`, reporting how it ended) and may
+/// provide `void discard(discard_reason) noexcept` to resolve a future when dropped.
 template <class F>
 struct task_model {
   static F* get(task_node* n) noexcept {
@@ -213,16 +237,19 @@ struct task_model {
       delete get(n);
     }
   }
-  static task_outcome run(task_node* n) {
+  static attempt_end run(task_node* n) {
     struct guard {
       task_node* n;
       ~guard() { destroy(n); }
     } g{n};
-    if constexpr (std::is_same_v<decltype((*get(n))()), task_outcome>) {
+    using result = decltype((*get(n))());
+    if constexpr (std::is_same_v<result, attempt_end>) {
       return (*get(n))();
+    } else if constexpr (std::is_same_v<result, task_outcome>) {
+      return static_cast<attempt_end>((*get(n))());
     } else {
       (*get(n))();
-      return task_outcome::succeeded;
+      return attempt_end::succeeded;
     }
   }
   static void discard(task_node* n, discard_reason why) noexcept {
@@ -260,7 +287,7 @@ task_node* make_task(F&& f) {
 
 /// Runs a task and returns its block to its pool. Exceptions from the callable propagate after
 /// the node is freed.
-inline task_outcome run_task(task_node* n) {
+inline attempt_end run_task(task_node* n) {
   struct release {
     task_node* n;
     ~release() {
