@@ -17,6 +17,7 @@ while IFS= read -r header; do
 done < <(find include/offload -name '*.hpp' | sort)
 sources+=(tests/unit/retry_test.cpp tests/unit/key_test.cpp tests/unit/periodic_rate_test.cpp
           tests/metrics/metrics_test.cpp tests/unit/detail/policy_parts_test.cpp
-          tests/unit/detail/rate_limiter_test.cpp tests/unit/detail/ledger_test.cpp)
+          tests/unit/detail/rate_limiter_test.cpp tests/unit/detail/ledger_test.cpp
+          tests/unit/detail/thread_cache_test.cpp)
 printf '%s\n' "${sources[@]}" | xargs -P 2 -I{} "$cxx" "${flags[@]}" {}
 echo "thread-safety analysis: ${#sources[@]} translation units clean"

@@ -28,4 +28,13 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+/// Pauses in one search round of a spinning worker (worker_loop's spin, help_until's idle
+/// rounds): long enough that a round does not hammer the queues, short against a task's wait.
+inline constexpr int k_pauses_per_round = 32;
+
+/// k_pauses_per_round cpu_relax() steps.
+inline void cpu_relax_round() noexcept {
+  for (int k = 0; k < k_pauses_per_round; ++k) cpu_relax();
+}
+
 }  // namespace offload::detail

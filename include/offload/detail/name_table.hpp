@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "offload/detail/shared_text.hpp"
+#include "offload/detail/thread_cache.hpp"
 
 namespace offload::detail {
 
@@ -35,14 +36,8 @@ class name_table {
   text_ref intern(const std::string& name) {
     if (name.empty())
       return {};
-    struct cache_entry {
-      const name_table* table = nullptr;
-      std::uint64_t generation = 0;
-      text_ref name;
-    };
-    thread_local cache_entry last;
-    if (last.table == this && last.generation == m_generation && *last.name.text() == name)
-      return last.name;
+    if (const text_ref* last = cache::find(m_uid); last != nullptr && *last->text() == name)
+      return *last;
     std::lock_guard lock(m_mutex);
     auto it = m_records.find(std::string_view(name));
     if (it == m_records.end()) {
@@ -57,7 +52,7 @@ class name_table {
       }
     }
     text_ref found = text_ref::share(it->second);
-    last = cache_entry{this, m_generation, found};
+    cache::put(m_uid, found);
     return found;
   }
 
@@ -87,12 +82,9 @@ class name_table {
   mutable std::mutex m_mutex;
   std::unordered_map<std::string_view, shared_text*> m_records;  // views into the records' text
   std::size_t m_sweep_at = 1024;
-  // Tells threads' caches of a destroyed table apart from a new table at the same address.
-  const std::uint64_t m_generation = next_generation();
-  static std::uint64_t next_generation() noexcept {
-    static std::atomic<std::uint64_t> g{0};
-    return g.fetch_add(1, std::memory_order_relaxed) + 1;
-  }
+  const std::uint64_t m_uid = next_cache_uid();  // this table in the threads' caches
+  struct cache_tag;
+  using cache = thread_cache<cache_tag, text_ref>;  // a thread's last name
 };
 
 }  // namespace offload::detail

@@ -16,6 +16,7 @@
 #include "offload/detail/policy/policy_task.hpp"
 #include "offload/detail/shared_text.hpp"
 #include "offload/detail/thread_annotations.hpp"
+#include "offload/detail/thread_cache.hpp"
 #include "offload/lane.hpp"
 #include "offload/retry_policy.hpp"
 #include "offload/task_options.hpp"
@@ -67,14 +68,8 @@ class plan_table {
                         name.get(),
                         o.rate ? o.rate->per_second : 0.0,
                         o.rate ? o.rate->burst : 0.0};
-    struct cache_entry {
-      std::uint64_t uid = 0;
-      signature sig;
-      const task_plan* plan = nullptr;
-    };
-    thread_local cache_entry last;
-    if (last.uid == m_uid && last.sig == sig)
-      return plan_ptr(last.plan);
+    if (const cached* last = cache::find(m_uid); last != nullptr && last->sig == sig)
+      return plan_ptr(last->plan);
     scoped_lock lock(m_mutex);
     auto it = m_plans.find(sig);
     if (it == m_plans.end()) {
@@ -84,7 +79,7 @@ class plan_table {
       fill(*shared);  // home stays null: interned
       it = m_plans.emplace(sig, std::move(shared)).first;
     }
-    last = {m_uid, sig, it->second.get()};
+    cache::put(m_uid, cached{sig, it->second.get()});
     return plan_ptr(it->second.get());
   }
 
@@ -124,13 +119,16 @@ class plan_table {
     };
   };
 
-  static std::uint64_t next_uid() noexcept {
-    static std::atomic<std::uint64_t> uid{1};
-    return uid.fetch_add(1, std::memory_order_relaxed);
-  }
+  /// A thread's last interned plan of this table.
+  struct cached {
+    signature sig{};
+    const task_plan* plan = nullptr;
+  };
+  struct cache_tag;
+  using cache = thread_cache<cache_tag, cached>;
 
-  const std::uint64_t m_uid = next_uid();  // distinguishes tables in the threads' caches
-  mutable annotated_mutex m_mutex;         // a thread's first submission of a new signature
+  const std::uint64_t m_uid = next_cache_uid();  // this table in the threads' caches
+  mutable annotated_mutex m_mutex;               // a thread's first submission of a new signature
   std::unordered_map<signature, std::unique_ptr<task_plan>, signature::hash> m_plans
       OFFLOAD_GUARDED_BY(m_mutex);
 };

@@ -18,6 +18,7 @@
 
 #include "offload/detail/pool/phase.hpp"
 #include "offload/detail/thread_annotations.hpp"
+#include "offload/detail/thread_cache.hpp"
 #include "offload/detail/worker.hpp"
 #include "offload/error.hpp"
 #include "offload/lane.hpp"
@@ -77,8 +78,7 @@ struct producer {
 /// pool goes (their counts are part of the pool's totals). Thread-safe.
 class producer_registry {
  public:
-  explicit producer_registry(lane_inboxes& inboxes) noexcept
-      : m_inboxes(inboxes), m_uid(next_uid()) {}
+  explicit producer_registry(lane_inboxes& inboxes) noexcept : m_inboxes(inboxes) {}
 
   producer_registry(const producer_registry&) = delete;
   producer_registry& operator=(const producer_registry&) = delete;
@@ -86,16 +86,8 @@ class producer_registry {
   /// The calling thread's record (cached per thread: the lock is taken on a thread's first
   /// submission to this pool, or when it submits to more than 4 pools in turn).
   producer& local() {
-    struct cache_entry {
-      std::uint64_t uid = 0;
-      producer* p = nullptr;
-    };
-    thread_local cache_entry cache[4];
-    thread_local unsigned next_victim = 0;
-    for (auto& e : cache) {
-      if (e.uid == m_uid)
-        return *e.p;
-    }
+    if (producer** cached = cache::find(m_uid))
+      return **cached;
     producer* found = nullptr;
     {
       scoped_lock lock(m_mutex);
@@ -110,7 +102,7 @@ class producer_registry {
         found->thread = me;
       }
     }
-    cache[next_victim++ % 4] = {m_uid, found};
+    cache::put(m_uid, found);
     return *found;
   }
 
@@ -138,13 +130,11 @@ class producer_registry {
   std::uint64_t uid() const noexcept { return m_uid; }
 
  private:
-  static std::uint64_t next_uid() noexcept {
-    static std::atomic<std::uint64_t> uid{1};
-    return uid.fetch_add(1, std::memory_order_relaxed);
-  }
+  struct cache_tag;
+  using cache = thread_cache<cache_tag, producer*, 4>;
 
   lane_inboxes& m_inboxes;
-  std::uint64_t m_uid;
+  const std::uint64_t m_uid = next_cache_uid();
   mutable annotated_mutex m_mutex;  // registering a producer, reading counts, shutdown
   std::vector<std::unique_ptr<producer>> m_records OFFLOAD_GUARDED_BY(m_mutex);
 };

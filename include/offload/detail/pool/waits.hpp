@@ -145,7 +145,7 @@ class pool_waits : public pool_timed {
         continue;
       }
       if (++idle < k_help_spins) {
-        for (int k = 0; k < 32; ++k) cpu_relax();
+        cpu_relax_round();
         continue;
       }
       // Nothing to run: sleep until new work arrives or a short timeout, then re-check done().

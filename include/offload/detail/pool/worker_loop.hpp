@@ -123,7 +123,7 @@ class pool_loop : public pool_waits {
       // producer (or a waiter woken onto it) needs: with pure pausing, one producer feeding two
       // workers on two cores runs several times slower.
       if (i < k_pause_rounds) {
-        for (int k = 0; k < 32; ++k) cpu_relax();
+        cpu_relax_round();
       } else {
         std::this_thread::yield();
       }
