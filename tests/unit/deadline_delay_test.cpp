@@ -15,13 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "unit/policy_test_support.hpp"
 #include "unit/test_support.hpp"
 #include <gtest/gtest.h>
 
 #include <offload/offload.hpp>
-
-
-#include "unit/policy_test_support.hpp"
 
 namespace {
 

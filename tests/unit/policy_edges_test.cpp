@@ -1,5 +1,6 @@
-// The policy path at its edges: bad input rejected at submission naming the field, shutdown with timed work, and the per-lane counters.
-// Timing runs on a manual_clock (see policy_test_support.hpp).
+// The policy path at its edges: bad input rejected at submission naming the field, shutdown with
+// timed work, and the per-lane counters. Timing runs on a manual_clock (see
+// policy_test_support.hpp).
 
 #include <algorithm>
 #include <atomic>
@@ -15,13 +16,11 @@
 #include <thread>
 #include <vector>
 
+#include "unit/policy_test_support.hpp"
 #include "unit/test_support.hpp"
 #include <gtest/gtest.h>
 
 #include <offload/offload.hpp>
-
-
-#include "unit/policy_test_support.hpp"
 
 namespace {
 

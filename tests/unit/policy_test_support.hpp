@@ -19,11 +19,10 @@
 #include <thread>
 #include <vector>
 
+#include "unit/test_support.hpp"
 #include <gtest/gtest.h>
 
 #include <offload/offload.hpp>
-
-#include "unit/test_support.hpp"
 
 namespace offload {
 // Readable task states in failure messages.
@@ -100,8 +99,8 @@ inline void hold_workers(offload::executor& ex, offload_test::gate& g) {
 /// run. With one worker and one lane, whatever the timer released before the probe ran before it.
 /// The workers must be free to run the probe.
 inline void advance_and_settle(offload::executor& ex,
-                        offload::manual_clock& c,
-                        offload::clock::duration d) {
+                               offload::manual_clock& c,
+                               offload::clock::duration d) {
   std::atomic<bool> probe{false};
   ex.post(task_options{.delay = d}, [&probe] {
     probe.store(true);

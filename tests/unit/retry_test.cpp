@@ -1,5 +1,5 @@
-// Retries: retry_delay() (the backoff formula, the cap, jitter) and retries through the executor's timer.
-// Timing runs on a manual_clock (see policy_test_support.hpp).
+// Retries: retry_delay() (the backoff formula, the cap, jitter) and retries through the executor's
+// timer. Timing runs on a manual_clock (see policy_test_support.hpp).
 
 #include <algorithm>
 #include <atomic>
@@ -15,13 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "unit/policy_test_support.hpp"
 #include "unit/test_support.hpp"
 #include <gtest/gtest.h>
 
 #include <offload/offload.hpp>
-
-
-#include "unit/policy_test_support.hpp"
 
 namespace {
 
