@@ -25,13 +25,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using namespace policy_test;
-using offload::backoff;
-using offload::jitter;
-using offload::lane;
-using offload::retry_policy;
-using offload::task_options;
-using offload::task_state;
-using offload_test::counters_reconcile;
 
 // De-duplication keys.
 

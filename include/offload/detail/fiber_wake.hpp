@@ -44,7 +44,8 @@ class fiber_wake_list {
   static void make_ready(fiber_handle* f) noexcept {
     fiber_wake_list& rt = *f->home;
     // Counted while it still touches rt after publishing f: the worker (and so the executor)
-    // does not end before the count is back to 0 (wakers_done()).
+    // does not end before the count is back to 0 (wakers_done()). Relaxed: the release CAS
+    // [F1] publishes it, and the worker reads it only after taking f ([F2]).
     rt.m_wakers.fetch_add(1, std::memory_order_relaxed);
     fiber_handle* head = rt.m_ready.load(std::memory_order_relaxed);
     do {

@@ -51,15 +51,6 @@ class ledger {
     return m_retried[l].load(std::memory_order_relaxed);
   }
 
-  /// Σ resolved() over lanes and outcomes.
-  std::uint64_t resolved_total() const noexcept {
-    std::uint64_t n = 0;
-    for (std::size_t l = 0; l < k_lane_count; ++l) {
-      for (std::size_t o = 0; o < k_outcome_count; ++o) n += resolved(l, o);
-    }
-    return n;
-  }
-
   /// A task starts on its submitting thread (caller_runs). Relaxed: the producer gate's release
   /// [X4] publishes it to shutdown's [X3].
   void caller_began() noexcept { m_on_callers.fetch_add(1, std::memory_order_relaxed); }

@@ -83,6 +83,7 @@ class pool final : public pool_loop {
 
   /// Stops the workers if shutdown() did not (a caller whose later construction step threw).
   ~pool() {
+    // Relaxed: the destroying thread ran shutdown() itself (which wrote the phase), or none ran.
     if (m_phase.load(std::memory_order_relaxed) != pool_phase::stopped)
       shutdown(shutdown_mode::cancel, [] {});
   }
@@ -96,6 +97,7 @@ class pool final : public pool_loop {
   template <class AdmissionClosed>
   void shutdown(shutdown_mode mode, AdmissionClosed&& admission_closed) {
     std::lock_guard lock(m_shutdown_mutex);
+    // Relaxed: the phase is written only here, under m_shutdown_mutex.
     if (m_phase.load(std::memory_order_relaxed) == pool_phase::stopped)
       return;
     // [X1] seq_cst; pairs with the producer's seq_cst store of its busy flag [X2]: either the

@@ -126,9 +126,6 @@ class producer_registry {
     }
   }
 
-  /// Distinguishes pools in the threads' caches (never reused within a process).
-  std::uint64_t uid() const noexcept { return m_uid; }
-
  private:
   struct cache_tag;
   using cache = thread_cache<cache_tag, producer*, 4>;
