@@ -113,8 +113,8 @@ TEST(Continuations, AContinuationReleasedByADeadlineNeverBlocksTheTimer) {
   offload::executor_options o{.workers = 1};
   o.lanes[offload::index_of(offload::lane::normal)] = {
       .capacity = 1, .overflow = offload::overflow_policy::block, .block_timeout = 1s};
+  std::atomic<bool> release{false};  // declared before ex: the held task reads it until ex joins
   offload::executor ex{o};
-  std::atomic<bool> release{false};
   ex.post(offload::task_options{.lane = offload::lane::high}, [&] {
     while (!release) std::this_thread::sleep_for(1ms);
   });
@@ -158,8 +158,8 @@ TEST(Continuations, AContinuationThatCannotRunCarriesTheAntecedentsOutcome) {
   }
   offload::executor_options o{.workers = 1};
   o.lanes[offload::index_of(offload::lane::normal)] = {.capacity = 1};  // reject when full
+  std::atomic<bool> release{false};  // declared before ex: the held task reads it until ex joins
   offload::executor ex{o};
-  std::atomic<bool> release{false};
   ex.post(offload::task_options{.lane = offload::lane::high}, [&] {
     while (!release) std::this_thread::sleep_for(1ms);
   });

@@ -306,7 +306,10 @@ class policy_engine final : private policy_host {
   std::optional<clock::time_point> take_token(const task_plan& plan) override {
     const std::string bucket_key =
         plan.name ? "name:" + *plan.name.text() : "lane:" + std::string(to_string(plan.lane));
-    return m_rates.take(bucket_key, plan.rate_per_second, plan.rate_burst, m_pool.timers().now());
+    return m_rates.take(bucket_key,
+                        static_cast<double>(plan.rate_per_second),
+                        static_cast<double>(plan.rate_burst),
+                        m_pool.timers().now());
   }
 
   pool& m_pool;
