@@ -45,7 +45,7 @@ wall_time parse_iso8601(std::string_view s) {
     bad(s, "the time is not HH:MM:SS");
   const year_month_day ymd{
       year{y}, month{static_cast<unsigned>(mo)}, day{static_cast<unsigned>(d)}};
-  if (!ymd.ok())
+  if (!ymd.ok() || y < 1)
     bad(s, "no such date");
   if (h > 23 || mi > 59 || sec > 59)
     bad(s, "hour, minute or second out of range");

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A bounded libFuzzer run of the Celery decoders (tests/fuzz/celery_decode_fuzz.cpp) under
+# AddressSanitizer and UndefinedBehaviorSanitizer, seeded with the messages and documents
+# captured from Celery (tests/broker/celery). A crash, a sanitizer report or an unexpected
+# exception fails it and leaves the input in the work folder it names; copy it into
+# tests/fuzz/regressions so that every build replays it.
+# Usage: scripts/lib/fuzz_celery.sh [seconds]   (default 60; needs clang++ and libfuzzer-14-dev)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-60}
+cxx=${OFFLOAD_CLANG:-clang++}
+work=$(mktemp -d /tmp/offload-fuzz.XXXXXX)
+"$cxx" -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+  -Isrc -Iinclude tests/fuzz/celery_decode_fuzz.cpp src/offload/broker/celery/*.cpp \
+  -o "$work/celery_decode_fuzz"
+mkdir -p "$work/corpus"
+find tests/broker/celery tests/fuzz/regressions -type f -name '*.json' -exec cp {} "$work/corpus/" \;
+if ! (cd "$work" && ./celery_decode_fuzz -max_total_time="$seconds" -max_len=65536 \
+        -print_final_stats=1 corpus > fuzz.log 2>&1); then
+  tail -40 "$work/fuzz.log"
+  echo "fuzz_celery: failed; the input is in $work (crash-*, leak-*, timeout-*)" >&2
+  exit 1
+fi
+grep -E "^stat::number_of_executed_units|^Done" "$work/fuzz.log" || true
+echo "fuzz_celery: ${seconds} s without a crash"
+rm -rf "$work"
