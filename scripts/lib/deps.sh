@@ -74,7 +74,8 @@ _disable_services_enabled_since() {
 # Packages needed to build and test the library.
 OFFLOAD_BUILD_PACKAGES=(g++ cmake ninja-build libconcurrentqueue-dev libgtest-dev libgmock-dev
                         relacy-dev nlohmann-json3-dev prometheus libcpp-httplib-dev pkg-config
-                        libboost-context-dev libhwloc-dev hwloc clang libfuzzer-14-dev)
+                        libboost-context-dev libhwloc-dev hwloc clang libclang-rt-14-dev
+                        libfuzzer-14-dev)
 # Additional packages for the benchmarks: Google Benchmark and the in-process peers.
 OFFLOAD_BENCH_PACKAGES=(libbenchmark-dev libtbb-dev libboost-dev python3)
 # The broker transports, the worker and their tests against real servers (label "broker").
