@@ -96,6 +96,41 @@ void check_time(const std::optional<std::string>& t, const char* key, const std:
   }
 }
 
+/// The fields both protocols carry (headers in 2, the body in 1): name, id, times, group,
+/// retries and time limits.
+void read_common_fields(const fields& f, task_message& m) {
+  m.task = f.text("task").value_or("");
+  m.id = f.text("id").value_or("");
+  if (m.task.empty())
+    f.fail("task", "is empty");
+  if (m.id.empty())
+    f.fail("id", "is missing or empty");
+  m.eta = f.text("eta");
+  m.expires = f.text("expires");
+  m.group = f.text("group");
+  m.group_index = f.integer("group_index");
+  m.retries = f.integer("retries").value_or(0);
+  if (const json* tl = f.find("timelimit")) {
+    if (!tl->is_array() || tl->size() != 2)
+      f.fail("timelimit", "must be [hard, soft]");
+    m.time_limit_hard = f.seconds((*tl)[0], "timelimit");
+    m.time_limit_soft = f.seconds((*tl)[1], "timelimit");
+  }
+}
+
+/// The members of `object` whose keys are not in `known`, in their order.
+template <std::size_t N>
+json unknown_members(const json& object, const char* const (&known)[N]) {
+  json out = json::object();
+  for (const auto& [key, value] : object.items()) {
+    bool is_known = false;
+    for (const char* k : known) is_known = is_known || key == k;
+    if (!is_known)
+      out[key] = value;
+  }
+  return out;
+}
+
 /// Headers and body of either protocol into `m` (properties already set).
 void decode_task(task_message& m, const json& headers, std::string_view body_text) {
   if (!headers.is_object())
@@ -110,25 +145,9 @@ void decode_task(task_message& m, const json& headers, std::string_view body_tex
   if (task_it != headers.end()) {
     m.protocol = 2;
     const fields h{headers, "header", id};
-    m.task = h.text("task").value_or("");
-    m.id = h.text("id").value_or("");
-    if (m.task.empty())
-      h.fail("task", "is empty");
-    if (m.id.empty())
-      h.fail("id", "is missing or empty");
+    read_common_fields(h, m);
     m.lang = h.text("lang").value_or("py");
     m.shadow = h.text("shadow");
-    m.eta = h.text("eta");
-    m.expires = h.text("expires");
-    m.group = h.text("group");
-    m.group_index = h.integer("group_index");
-    m.retries = h.integer("retries").value_or(0);
-    if (const json* tl = h.find("timelimit")) {
-      if (!tl->is_array() || tl->size() != 2)
-        h.fail("timelimit", "must be [hard, soft]");
-      m.time_limit_hard = h.seconds((*tl)[0], "timelimit");
-      m.time_limit_soft = h.seconds((*tl)[1], "timelimit");
-    }
     m.root_id = h.text("root_id");
     m.parent_id = h.text("parent_id");
     m.argsrepr = h.text("argsrepr");
@@ -151,12 +170,7 @@ void decode_task(task_message& m, const json& headers, std::string_view body_tex
                                               "kwargsrepr",
                                               "origin",
                                               "ignore_result"};
-    for (const auto& [key, value] : headers.items()) {
-      bool known = false;
-      for (const char* k : k_known) known = known || key == k;
-      if (!known)
-        m.extra_headers[key] = value;
-    }
+    m.extra_headers = unknown_members(headers, k_known);
     if (!body.is_array())
       throw malformed_message(
           std::string("body must be [args, kwargs, embed], not ") + type_name(body), m.id);
@@ -189,23 +203,7 @@ void decode_task(task_message& m, const json& headers, std::string_view body_tex
           "no task name: neither headers.task (protocol 2) nor body.task (protocol 1)", id);
     m.protocol = 1;
     const fields b{body, "body field", id};
-    m.task = b.text("task").value_or("");
-    m.id = b.text("id").value_or("");
-    if (m.task.empty())
-      b.fail("task", "is empty");
-    if (m.id.empty())
-      b.fail("id", "is missing or empty");
-    m.eta = b.text("eta");
-    m.expires = b.text("expires");
-    m.group = b.text("group");
-    m.group_index = b.integer("group_index");
-    m.retries = b.integer("retries").value_or(0);
-    if (const json* tl = b.find("timelimit")) {
-      if (!tl->is_array() || tl->size() != 2)
-        b.fail("timelimit", "must be [hard, soft]");
-      m.time_limit_hard = b.seconds((*tl)[0], "timelimit");
-      m.time_limit_soft = b.seconds((*tl)[1], "timelimit");
-    }
+    read_common_fields(b, m);
     const json* args = b.find("args");
     const json* kwargs = b.find("kwargs");
     if (args != nullptr && !args->is_array())
@@ -285,12 +283,7 @@ task_message decode_redis_envelope(std::string_view text, const decode_limits& l
                                               "priority",
                                               "body_encoding",
                                               "delivery_tag"};
-    for (const auto& [key, value] : p->items()) {
-      bool known = false;
-      for (const char* k : k_known) known = known || key == k;
-      if (!known)
-        m.extra_properties[key] = value;
-    }
+    m.extra_properties = unknown_members(*p, k_known);
     m.priority = static_cast<int>(props.integer("priority").value_or(0));
     m.delivery_tag = props.text("delivery_tag").value_or("");
     if (const json* info = props.find("delivery_info")) {
