@@ -144,7 +144,7 @@ result_document decode_result(std::string_view text) {
   json doc;
   try {
     doc = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number overflow
     throw std::invalid_argument(std::string("result document is not JSON: ") + e.what());
   }
   if (!doc.is_object())

@@ -70,7 +70,7 @@ struct fields {
 json parse(std::string_view text, const char* what, const std::string& task_id) {
   try {
     return json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number overflow
     throw malformed_message(std::string(what) + " is not JSON: " + e.what(), task_id);
   }
 }
