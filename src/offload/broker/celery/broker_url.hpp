@@ -1,0 +1,30 @@
+#pragma once
+
+/// @file
+/// @brief Celery's broker and result-backend URLs: `redis://[:password@]host[:port][/db]`,
+/// `amqp://[user[:password]@]host[:port][/vhost]` and `rpc://`.
+
+#include <string>
+#include <string_view>
+
+namespace offload::broker::celery {
+
+struct broker_url {
+  enum class kind { redis, amqp, rpc };
+  kind scheme = kind::redis;
+  std::string host = "127.0.0.1";
+  int port = 0;  ///< 6379 (redis) or 5672 (amqp) when the URL gives none
+  int db = 0;    ///< redis: the database number
+  std::string user;
+  std::string password;
+  std::string vhost = "/";  ///< amqp: `amqp://h//` and `amqp://h` are "/", `amqp://h/v` is "v"
+
+  /// The URL without its password, for messages and logs.
+  std::string redacted() const;
+};
+
+/// Reads a URL as Celery does (percent-escapes in user, password and vhost decoded). Throws
+/// std::invalid_argument quoting the URL (password hidden) and naming the part that is wrong.
+broker_url parse_broker_url(std::string_view text);
+
+}  // namespace offload::broker::celery

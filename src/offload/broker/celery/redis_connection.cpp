@@ -1,0 +1,184 @@
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include <hiredis/hiredis.h>
+
+#include <offload/broker/celery/redis_connection.hpp>
+
+namespace offload::broker::celery {
+namespace {
+
+timeval to_timeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
+
+}  // namespace
+
+void redis_reply::deleter::operator()(redisReply* r) const noexcept {
+  freeReplyObject(r);
+}
+
+bool redis_reply::is_nil() const noexcept {
+  return !m_reply || m_reply->type == REDIS_REPLY_NIL;
+}
+bool redis_reply::is_string() const noexcept {
+  return m_reply && (m_reply->type == REDIS_REPLY_STRING || m_reply->type == REDIS_REPLY_STATUS);
+}
+bool redis_reply::is_array() const noexcept {
+  return m_reply && m_reply->type == REDIS_REPLY_ARRAY;
+}
+std::string_view redis_reply::str() const noexcept {
+  return is_string() ? std::string_view(m_reply->str, m_reply->len) : std::string_view{};
+}
+long long redis_reply::integer() const noexcept {
+  return m_reply && m_reply->type == REDIS_REPLY_INTEGER ? m_reply->integer : 0;
+}
+std::size_t redis_reply::size() const noexcept {
+  return is_array() ? m_reply->elements : 0;
+}
+std::string_view redis_reply::element_str(std::size_t i) const noexcept {
+  if (i >= size())
+    return {};
+  const redisReply* e = m_reply->element[i];
+  if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS)
+    return {};
+  return {e->str, e->len};
+}
+
+redis_connection::redis_connection(broker_url url,
+                                   std::chrono::milliseconds connect_timeout,
+                                   std::chrono::milliseconds io_timeout)
+    : m_url(std::move(url)), m_connect_timeout(connect_timeout), m_io_timeout(io_timeout) {}
+
+redis_connection::~redis_connection() {
+  disconnect();
+}
+
+std::string redis_connection::describe() const {
+  return "redis " + m_url.host + ":" + std::to_string(m_url.port) + "/" + std::to_string(m_url.db);
+}
+
+void redis_connection::disconnect() noexcept {
+  if (m_ctx != nullptr) {
+    redisFree(m_ctx);
+    m_ctx = nullptr;
+  }
+}
+
+void redis_connection::fail(const std::string& what) {
+  std::string text = describe() + ": " + what;
+  if (m_ctx != nullptr && m_ctx->err != 0) {
+    text += ": ";
+    text += m_ctx->errstr;
+  }
+  disconnect();
+  throw broker_error(text);
+}
+
+void redis_connection::set_timeout(std::chrono::milliseconds t) {
+  if (redisSetTimeout(m_ctx, to_timeval(t)) != REDIS_OK)
+    fail("setting the socket timeout failed");
+}
+
+void redis_connection::connect() {
+  m_ctx = redisConnectWithTimeout(m_url.host.c_str(), m_url.port, to_timeval(m_connect_timeout));
+  if (m_ctx == nullptr)
+    throw broker_error(describe() + ": connect failed: out of memory");
+  if (m_ctx->err != 0)
+    fail("connect failed");
+  ++m_generation;
+  if (!m_url.password.empty()) {
+    if (m_url.user.empty())
+      command({"AUTH", m_url.password});
+    else
+      command({"AUTH", m_url.user, m_url.password});
+  }
+  if (m_url.db != 0)
+    command({"SELECT", std::to_string(m_url.db)});
+}
+
+redis_reply redis_connection::command(const args& a, std::chrono::milliseconds extra) {
+  if (m_ctx == nullptr)
+    connect();
+  set_timeout(m_io_timeout + extra);
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lens;
+  argv.reserve(a.size());
+  lens.reserve(a.size());
+  for (std::string_view s : a) {
+    argv.push_back(s.data());
+    lens.push_back(s.size());
+  }
+  auto* raw = static_cast<redisReply*>(
+      redisCommandArgv(m_ctx, static_cast<int>(argv.size()), argv.data(), lens.data()));
+  if (raw == nullptr)
+    fail(std::string(a.front()) + " failed");
+  redis_reply r(raw);
+  if (raw->type == REDIS_REPLY_ERROR)
+    throw broker_refused(describe() + ": " + std::string(a.front()) +
+                         " refused: " + std::string(raw->str, raw->len));
+  return r;
+}
+
+std::vector<redis_reply> redis_connection::pipeline(const std::vector<args>& commands) {
+  if (m_ctx == nullptr)
+    connect();
+  set_timeout(m_io_timeout);
+  for (const args& a : commands) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (std::string_view s : a) {
+      argv.push_back(s.data());
+      lens.push_back(s.size());
+    }
+    if (redisAppendCommandArgv(m_ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+        REDIS_OK)
+      fail("queueing " + std::string(a.front()) + " failed");
+  }
+  std::vector<redis_reply> replies;
+  std::string refused;
+  for (const args& a : commands) {
+    void* raw = nullptr;
+    if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
+      fail(std::string(a.front()) + " failed");
+    auto* r = static_cast<redisReply*>(raw);
+    if (r->type == REDIS_REPLY_ERROR && refused.empty())
+      refused = std::string(a.front()) + " refused: " + std::string(r->str, r->len);
+    replies.emplace_back(r);
+  }
+  if (!refused.empty())
+    throw broker_refused(describe() + ": " + refused);
+  return replies;
+}
+
+std::optional<redis_reply> redis_connection::next_push(std::chrono::milliseconds timeout) {
+  if (m_ctx == nullptr)
+    fail("not subscribed");
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(m_ctx->reader, &raw) != REDIS_OK)
+      fail("reading a published message failed: protocol error");
+    if (raw != nullptr)
+      return redis_reply(static_cast<redisReply*>(raw));
+    // Nothing buffered: wait for the socket without hiredis, whose read timeout would leave
+    // the context unusable.
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
+    pollfd p{m_ctx->fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+    if (n == 0)
+      return std::nullopt;
+    if (n < 0 && errno != EINTR)
+      fail("waiting for a published message failed");
+    if (n > 0 && redisBufferRead(m_ctx) != REDIS_OK)
+      fail("reading a published message failed");
+  }
+}
+
+}  // namespace offload::broker::celery

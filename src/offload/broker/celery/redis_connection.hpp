@@ -1,0 +1,88 @@
+#pragma once
+
+/// @file
+/// @brief One blocking hiredis connection: commands in argv form, pipelines, and the
+/// subscriber mode that pub/sub needs. Not thread-safe: one per thread.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <offload/broker/celery/broker_url.hpp>
+#include <offload/broker/message.hpp>
+
+struct redisContext;
+struct redisReply;
+
+namespace offload::broker::celery {
+
+/// A reply, owned. Views into it live as long as it does.
+class redis_reply {
+ public:
+  redis_reply() = default;
+  explicit redis_reply(redisReply* r) noexcept : m_reply(r) {}
+
+  bool is_nil() const noexcept;
+  bool is_string() const noexcept;  ///< a bulk or status string
+  bool is_array() const noexcept;
+  std::string_view str() const noexcept;  ///< empty unless a string
+  long long integer() const noexcept;     ///< 0 unless an integer
+  std::size_t size() const noexcept;      ///< array elements
+  /// Element i of an array: a borrowed view (not owned).
+  std::string_view element_str(std::size_t i) const noexcept;
+
+ private:
+  struct deleter {
+    void operator()(redisReply* r) const noexcept;
+  };
+  std::unique_ptr<redisReply, deleter> m_reply;
+};
+
+class redis_connection {
+ public:
+  using args = std::vector<std::string_view>;
+
+  /// Connects at the first command. `url` is a redis:// URL (its database is SELECTed).
+  redis_connection(broker_url url,
+                   std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(2000),
+                   std::chrono::milliseconds io_timeout = std::chrono::milliseconds(5000));
+  ~redis_connection();
+  redis_connection(const redis_connection&) = delete;
+  redis_connection& operator=(const redis_connection&) = delete;
+
+  /// Runs one command; the socket waits at most io_timeout + `extra` (a blocking command's own
+  /// timeout goes in `extra`). Throws broker_error on a lost connection (the next command
+  /// reconnects) and broker_refused on an error reply.
+  redis_reply command(const args& a, std::chrono::milliseconds extra = {});
+  /// Sends every command, then reads every reply, in one round trip. The first error reply
+  /// throws broker_refused after all replies are read.
+  std::vector<redis_reply> pipeline(const std::vector<args>& commands);
+
+  /// Subscriber mode: after PSUBSCRIBE/SUBSCRIBE through command(), waits up to `timeout` for
+  /// the next pushed message. Nothing: none in time. Throws broker_error on a lost connection.
+  std::optional<redis_reply> next_push(std::chrono::milliseconds timeout);
+
+  /// Bumped at each new connection: state tied to a connection (subscriptions) is renewed by
+  /// the caller when it changes.
+  std::uint64_t generation() const noexcept { return m_generation; }
+  const broker_url& url() const noexcept { return m_url; }
+  std::string describe() const;  ///< "redis 127.0.0.1:6379/0"
+  void disconnect() noexcept;
+
+ private:
+  void connect();
+  void set_timeout(std::chrono::milliseconds t);
+  [[noreturn]] void fail(const std::string& what);
+
+  broker_url m_url;
+  std::chrono::milliseconds m_connect_timeout;
+  std::chrono::milliseconds m_io_timeout;
+  redisContext* m_ctx = nullptr;
+  std::uint64_t m_generation = 0;
+};
+
+}  // namespace offload::broker::celery

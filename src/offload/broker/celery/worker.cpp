@@ -1,0 +1,913 @@
+#include <unistd.h>
+
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <offload/this_task.hpp>
+#include <offload/version.hpp>
+
+#include <offload/broker/celery/base64.hpp>
+#include <offload/broker/celery/broker_url.hpp>
+#include <offload/broker/celery/iso8601.hpp>
+#include <offload/broker/celery/redis_broker.hpp>
+#include <offload/broker/celery/result_document.hpp>
+#include <offload/broker/celery/uuid.hpp>
+#include <offload/broker/celery/worker.hpp>
+
+namespace offload::broker::celery {
+namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+using command = std::vector<std::string>;
+
+wall_time wall_now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
+double unix_seconds(wall_time t) {
+  return static_cast<double>(t.time_since_epoch().count()) / 1e6;
+}
+
+/// The queue a priority list belongs to: "celery\x06\x163" → "celery".
+std::string queue_of_list(const std::string& list) {
+  const std::size_t sep = list.rfind("\x06\x16");
+  return sep == std::string::npos ? list : list.substr(0, sep);
+}
+
+std::string default_hostname() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    return "celery-cpp@localhost";
+  return std::string("celery-cpp@") + host;
+}
+
+/// Ids revoked by remote control, as Celery's LimitedSet: the newest `capacity` are kept.
+class revoked_ids {
+ public:
+  explicit revoked_ids(std::size_t capacity) : m_capacity(capacity) {}
+  void add(const std::string& id) {
+    std::lock_guard lock(m_mutex);
+    if (!m_ids.insert(id).second)
+      return;
+    m_order.push_back(id);
+    if (m_order.size() > m_capacity) {
+      m_ids.erase(m_order.front());
+      m_order.pop_front();
+    }
+  }
+  bool contains(const std::string& id) const {
+    std::lock_guard lock(m_mutex);
+    return m_ids.count(id) != 0;
+  }
+  std::vector<std::string> snapshot() const {
+    std::lock_guard lock(m_mutex);
+    return {m_order.begin(), m_order.end()};
+  }
+
+ private:
+  mutable std::mutex m_mutex;
+  std::unordered_set<std::string> m_ids;
+  std::deque<std::string> m_order;
+  std::size_t m_capacity;
+};
+
+}  // namespace
+
+/// One message in hand, from pop to ack.
+struct held_task {
+  held_message held;
+  task_message msg;
+  const registered_task* task = nullptr;
+  bool eta = false;  ///< waiting for its ETA (counted in eta_held, not busy)
+  offload::future<void> run;
+  wall_time received{};
+};
+
+struct worker::state {
+  state(offload::executor& e, const task_registry& t, worker_options o)
+      : executor(e), tasks(t), opts(std::move(o)) {}
+
+  offload::executor& executor;
+  const task_registry& tasks;
+  worker_options opts;
+  broker_url broker;
+  broker_url backend;
+  bool backend_is_broker = true;
+  std::string hostname;
+  int pid = static_cast<int>(::getpid());
+  steady::time_point started = steady::now();
+
+  // Commands waiting for the reporter thread, which owns the connections that send them.
+  // Backend commands go before broker commands: a result is stored before its message is acked.
+  std::mutex report_mutex;  // guards the two lists and reporter_exit
+  std::condition_variable report_cv;
+  std::vector<command> backend_cmds;
+  std::vector<command> broker_cmds;
+  bool reporter_exit = false;
+
+  // Messages in hand, by delivery tag.
+  mutable std::mutex hand_mutex;  // guards hand
+  std::condition_variable slot_cv;
+  std::unordered_map<std::string, std::shared_ptr<held_task>> hand;
+  std::atomic<unsigned> busy{0};      // ready or running (hand_mutex for waits on slot_cv)
+  std::atomic<unsigned> eta_held{0};  // waiting for an ETA
+
+  revoked_ids revoked{50000};
+  std::atomic<bool> events{true};
+  std::atomic<std::uint64_t> clock{0};  // Lamport clock of events and control replies
+
+  struct counters {
+    std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, retried{0}, revoked{0},
+        rejected{0}, restored{0}, reconnects{0};
+  } count;
+  std::mutex total_mutex;  // guards total
+  std::map<std::string, std::uint64_t> total;  // runs per task name (stats.total)
+
+  std::atomic<bool> fatal{false};
+  std::string fatal_what;  // written before fatal is set (release), read after (acquire)
+
+  unsigned prefetch() const { return opts.prefetch; }
+
+  void log(const std::string& line) const { std::cerr << "celery_worker " << hostname << ": " << line << "\n"; }
+
+  void report(std::vector<command> backend_part, std::vector<command> broker_part) {
+    {
+      std::lock_guard lock(report_mutex);
+      for (auto& c : backend_part)
+        (backend_is_broker ? broker_cmds : backend_cmds).push_back(std::move(c));
+      for (auto& c : broker_part) broker_cmds.push_back(std::move(c));
+    }
+    report_cv.notify_one();
+  }
+
+  // ---- documents and events ----
+
+  command store(const result_document& d) const {
+    const std::string key = "celery-task-meta-" + d.task_id;
+    const std::string doc = encode_redis_result(d);
+    if (opts.result_expires.count() > 0)
+      return {"SETEX", key, std::to_string(opts.result_expires.count()), doc};
+    return {"SET", key, doc};
+  }
+  std::vector<command> store_and_publish(const result_document& d) const {
+    return {store(d), {"PUBLISH", "celery-task-meta-" + d.task_id, encode_redis_result(d)}};
+  }
+  std::vector<command> ack(const std::string& tag) const {
+    return {{"ZREM", "unacked_index", tag}, {"HDEL", "unacked", tag},
+            {"HDEL", "offload.unacked_owner", tag}};
+  }
+
+  json event(std::string type) {
+    json e = json::object();
+    e["hostname"] = hostname;
+    e["utcoffset"] = 0;
+    e["pid"] = pid;
+    e["clock"] = clock.fetch_add(1, std::memory_order_relaxed) + 1;
+    e["type"] = std::move(type);
+    return e;
+  }
+  command publish_event(json e) {
+    e["timestamp"] = unix_seconds(wall_now());
+    std::string type = e["type"].get<std::string>();
+    std::string key = type;
+    for (char& c : key)
+      if (c == '-')
+        c = '.';
+    const std::string channel = fanout_prefix(broker) + "celeryev/" + key;
+    return {"PUBLISH", channel,
+            kombu_envelope(dumps(e), json{{"hostname", hostname}}, "celeryev", key, 1)};
+  }
+  json worker_event(const char* type) {
+    json e = event(type);
+    e["freq"] = static_cast<double>(opts.heartbeat.count()) / 1000.0;
+    e["active"] = busy.load(std::memory_order_relaxed);
+    e["processed"] = count.received.load(std::memory_order_relaxed);
+    double load[3] = {0, 0, 0};
+    if (::getloadavg(load, 3) != 3)
+      load[0] = load[1] = load[2] = 0;
+    e["loadavg"] = json::array({std::round(load[0] * 100) / 100, std::round(load[1] * 100) / 100,
+                                std::round(load[2] * 100) / 100});
+    e["sw_ident"] = "offload-celery";
+    e["sw_ver"] = std::to_string(OFFLOAD_VERSION_MAJOR) + "." + std::to_string(OFFLOAD_VERSION_MINOR) + "." + std::to_string(OFFLOAD_VERSION_PATCH);
+    e["sw_sys"] = "Linux";
+    return e;
+  }
+  void task_event(std::vector<command>& out, json e) {
+    if (events.load(std::memory_order_relaxed))
+      out.push_back(publish_event(std::move(e)));
+  }
+  json task_event_base(const char* type, const task_message& m) {
+    json e = event(type);
+    e["uuid"] = m.id;
+    return e;
+  }
+
+  // ---- a message's end ----
+
+  /// Drops a message from the hand and frees its slot. The caller has queued its ack.
+  void release(const std::shared_ptr<held_task>& h) {
+    {
+      std::lock_guard lock(hand_mutex);
+      hand.erase(h->held.tag);
+      busy.fetch_sub(1, std::memory_order_relaxed);
+    }
+    slot_cv.notify_one();
+  }
+
+  void finish_revoked(const std::shared_ptr<held_task>& h, bool expired) {
+    const task_message& m = h->msg;
+    std::vector<command> backend_part;
+    if (!m.ignore_result)
+      backend_part = store_and_publish(result_document::revoked(
+          m.id, expired ? "expired" : "revoked", format_iso8601_naive(wall_now())));
+    std::vector<command> broker_part = ack(h->held.tag);
+    json e = task_event_base("task-revoked", m);
+    e["terminated"] = false;
+    e["signum"] = nullptr;
+    e["expired"] = expired;
+    task_event(broker_part, std::move(e));
+    count.revoked.fetch_add(1, std::memory_order_relaxed);
+    report(std::move(backend_part), std::move(broker_part));
+    release(h);
+  }
+
+  void finish_failure(const std::shared_ptr<held_task>& h, const remote_exception& ex,
+                      std::optional<std::string> traceback) {
+    const task_message& m = h->msg;
+    std::vector<command> backend_part;
+    if (!m.ignore_result) {
+      result_document d =
+          result_document::failure(m.id, ex, traceback, format_iso8601_naive(wall_now()));
+      d.parent_id = m.parent_id;
+      d.group_id = m.group;
+      backend_part = store_and_publish(d);
+    }
+    std::vector<command> broker_part = ack(h->held.tag);
+    json e = task_event_base("task-failed", m);
+    e["exception"] = ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["traceback"] = traceback ? json(*traceback) : json(nullptr);
+    task_event(broker_part, std::move(e));
+    count.failed.fetch_add(1, std::memory_order_relaxed);
+    report(std::move(backend_part), std::move(broker_part));
+    release(h);
+  }
+
+  void finish_success(const std::shared_ptr<held_task>& h, json value, double runtime) {
+    const task_message& m = h->msg;
+    std::vector<command> backend_part;
+    const std::string text = dumps(value);
+    if (!m.ignore_result) {
+      result_document d =
+          result_document::success(m.id, std::move(value), format_iso8601_naive(wall_now()));
+      d.parent_id = m.parent_id;
+      d.group_id = m.group;
+      backend_part = store_and_publish(d);
+    }
+    std::vector<command> broker_part = ack(h->held.tag);
+    json e = task_event_base("task-succeeded", m);
+    e["result"] = text;
+    e["runtime"] = runtime;
+    task_event(broker_part, std::move(e));
+    count.succeeded.fetch_add(1, std::memory_order_relaxed);
+    report(std::move(backend_part), std::move(broker_part));
+    release(h);
+  }
+
+  /// The message sent again with the same id and retries + 1, due after `delay`; the original
+  /// acked in the same transaction; RETRY stored.
+  void finish_retry(const std::shared_ptr<held_task>& h, const remote_exception& ex,
+                    std::chrono::milliseconds delay) {
+    const task_message& m = h->msg;
+    task_message again = m;
+    again.retries = m.retries + 1;
+    again.eta = format_iso8601_utc(wall_now() + std::chrono::duration_cast<std::chrono::microseconds>(delay));
+    again.parent_id = m.id;
+    again.delivery_tag = uuid4();
+    again.redelivered = false;
+    again.extra_headers.erase("redelivered");
+    std::vector<command> backend_part;
+    if (!m.ignore_result) {
+      const std::string traceback = "Retry in " + std::to_string(delay.count()) + " ms: " + ex.type + ": " + ex.text();
+      backend_part = store_and_publish(result_document::retry(m.id, ex, traceback));
+    }
+    const std::string queue = queue_of_list(h->held.list);
+    std::vector<command> broker_part{{"MULTI"},
+                                     {"LPUSH", redis_priority_list(queue, m.priority),
+                                      encode_redis_envelope(again)}};
+    for (auto& c : ack(h->held.tag)) broker_part.push_back(std::move(c));
+    broker_part.push_back({"EXEC"});
+    json e = task_event_base("task-retried", m);
+    e["exception"] = ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["traceback"] = nullptr;
+    task_event(broker_part, std::move(e));
+    count.retried.fetch_add(1, std::memory_order_relaxed);
+    report(std::move(backend_part), std::move(broker_part));
+    release(h);
+  }
+
+  /// A message that cannot be read: its raw bytes to "<queue>.dead" with the reason, FAILURE
+  /// stored where an id was read, acked. Nothing of it runs.
+  void reject_malformed(const held_message& held, const malformed_message& e) {
+    log("rejected a malformed message from '" + queue_of_list(held.list) + "': " + e.what());
+    std::vector<command> backend_part;
+    if (!e.task_id().empty()) {
+      const remote_exception ex{"ValueError",
+                                json::array({std::string("malformed message: ") + e.what()}),
+                                "builtins"};
+      backend_part = store_and_publish(result_document::failure(
+          e.task_id(), ex, std::nullopt, format_iso8601_naive(wall_now())));
+    }
+    json dead = json::object();
+    dead["reason"] = e.what();
+    dead["hostname"] = hostname;
+    dead["message"] = held.envelope;
+    std::vector<command> broker_part{{"LPUSH", queue_of_list(held.list) + ".dead", dumps(dead)}};
+    for (auto& c : ack(held.tag)) broker_part.push_back(std::move(c));
+    count.rejected.fetch_add(1, std::memory_order_relaxed);
+    report(std::move(backend_part), std::move(broker_part));
+  }
+
+  // ---- running ----
+
+  void execute(const std::shared_ptr<held_task>& h) {
+    const task_message& m = h->msg;
+    if (h->eta) {
+      // Due now: it takes a slot like any ready task.
+      std::lock_guard lock(hand_mutex);
+      eta_held.fetch_sub(1, std::memory_order_relaxed);
+      busy.fetch_add(1, std::memory_order_relaxed);
+      h->eta = false;
+    }
+    if (revoked.contains(m.id))
+      return finish_revoked(h, false);
+    if (m.expires && wall_now() >= parse_iso8601(*m.expires))
+      return finish_revoked(h, true);
+    {
+      std::vector<command> ev;
+      task_event(ev, task_event_base("task-started", m));
+      if (!ev.empty())
+        report({}, std::move(ev));
+    }
+    {
+      std::lock_guard lock(total_mutex);
+      ++total[m.task];
+    }
+    task_request req{m.id, m.task, m.retries, hostname, m.parent_id, m.root_id};
+    const auto t0 = steady::now();
+    std::exception_ptr error;
+    std::optional<std::chrono::milliseconds> countdown;
+    bool asked = false;
+    try {
+      json value = h->task->call(req, m.args, m.kwargs);
+      const double runtime = std::chrono::duration<double>(steady::now() - t0).count();
+      return finish_success(h, std::move(value), runtime);
+    } catch (const retry& r) {
+      error = std::current_exception();
+      countdown = r.countdown();
+      asked = true;
+    } catch (const offload::retry_request& r) {
+      error = std::current_exception();
+      countdown = std::chrono::duration_cast<std::chrono::milliseconds>(r.delay());
+      asked = true;
+    } catch (...) {
+      error = std::current_exception();
+    }
+    const retry_policy& p = h->task->options.retry;
+    const auto attempts = static_cast<unsigned long long>(m.retries) + 1;
+    bool again = attempts < p.max_attempts && (asked || p.max_attempts > 1);
+    if (again && !asked && p.retry_if) {
+      try {
+        again = p.retry_if(error);
+      } catch (...) {
+        again = false;
+      }
+    }
+    const remote_exception ex = to_remote_exception(error);
+    if (again) {
+      if (!countdown) {
+        thread_local std::mt19937_64 gen{std::random_device{}()};
+        const double u = std::uniform_real_distribution<double>(0, 1)(gen);
+        countdown = std::chrono::duration_cast<std::chrono::milliseconds>(
+            retry_delay(p, static_cast<unsigned>(attempts), u));
+      }
+      return finish_retry(h, ex, *countdown);
+    }
+    const std::string traceback = "Traceback (C++ task " + m.task + " on " + hostname + "):\n" +
+                                  ex.type + ": " + ex.text() + "\n";
+    finish_failure(h, ex, traceback);
+  }
+
+  /// A message just taken: decides what becomes of it. Runs on the consumer thread.
+  void accept(held_message held) {
+    count.received.fetch_add(1, std::memory_order_relaxed);
+    auto h = std::make_shared<held_task>();
+    try {
+      h->msg = decode_redis_envelope(held.envelope, opts.limits);
+    } catch (const malformed_message& e) {
+      return reject_malformed(held, e);
+    }
+    h->held = std::move(held);
+    h->received = wall_now();
+    const task_message& m = h->msg;
+    h->task = tasks.find(m.task);
+    {
+      std::lock_guard lock(hand_mutex);
+      hand.emplace(h->held.tag, h);
+      busy.fetch_add(1, std::memory_order_relaxed);
+    }
+    {
+      json e = task_event_base("task-received", m);
+      e["name"] = m.task;
+      e["args"] = m.argsrepr ? *m.argsrepr : dumps(m.args);
+      e["kwargs"] = m.kwargsrepr ? *m.kwargsrepr : dumps(m.kwargs);
+      e["root_id"] = m.root_id ? json(*m.root_id) : json(nullptr);
+      e["parent_id"] = m.parent_id ? json(*m.parent_id) : json(nullptr);
+      e["retries"] = m.retries;
+      e["eta"] = m.eta ? json(*m.eta) : json(nullptr);
+      e["expires"] = m.expires ? json(*m.expires) : json(nullptr);
+      std::vector<command> ev;
+      task_event(ev, std::move(e));
+      if (!ev.empty())
+        report({}, std::move(ev));
+    }
+    if (h->task == nullptr) {
+      log("unknown task '" + m.task + "' (id " + m.id + "): FAILURE NotRegistered");
+      return finish_failure(
+          h, remote_exception{"NotRegistered", json::array({m.task}), "celery.exceptions"},
+          std::nullopt);
+    }
+    if (revoked.contains(m.id))
+      return finish_revoked(h, false);
+    if (m.expires && h->received >= parse_iso8601(*m.expires))
+      return finish_revoked(h, true);
+    offload::task_options o;
+    o.lane = h->task->options.lane;
+    o.name = h->task->options.name;
+    o.rate = h->task->options.rate;
+    if (m.eta) {
+      const wall_time due = parse_iso8601(*m.eta);
+      if (due > h->received) {
+        o.delay = std::chrono::duration_cast<offload::clock::duration>(due - h->received);
+        std::lock_guard lock(hand_mutex);
+        h->eta = true;
+        busy.fetch_sub(1, std::memory_order_relaxed);
+        eta_held.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    try {
+      h->run = executor.submit(o, [this, h] {
+        try {
+          execute(h);
+        } catch (...) {  // a bug of the worker's own, not of the task: the message still ends
+          log("internal error running task " + h->msg.id);
+          finish_failure(h, to_remote_exception(std::current_exception()), std::nullopt);
+        }
+      });
+    } catch (const std::exception& e) {
+      // The executor refused it (shutting down): leave it unacked, restored at exit.
+      log(std::string("the executor refused task ") + m.id + ": " + e.what());
+      std::lock_guard lock(hand_mutex);
+      (h->eta ? eta_held : busy).fetch_sub(1, std::memory_order_relaxed);
+      hand.erase(h->held.tag);
+    }
+  }
+
+  std::vector<std::string> eta_tags() const {
+    std::vector<std::string> tags;
+    std::lock_guard lock(hand_mutex);
+    for (const auto& [tag, h] : hand)
+      if (h->eta)
+        tags.push_back(tag);
+    return tags;
+  }
+
+  void set_fatal(const std::string& what) {
+    fatal_what = what;
+    fatal.store(true, std::memory_order_release);  // pairs with the acquire in run()
+  }
+
+  // ---- threads ----
+
+  void reporter_loop();
+  void control_loop(const std::atomic<bool>& stop);
+  json control_reply(const json& request);
+  void consume(const std::atomic<bool>& stop);
+};
+
+void worker::state::reporter_loop() {
+  redis_connection broker_conn(broker);
+  std::unique_ptr<redis_connection> backend_conn;
+  if (!backend_is_broker)
+    backend_conn = std::make_unique<redis_connection>(backend);
+  redis_broker rb(broker_conn);
+  auto next_heartbeat = steady::now() + opts.heartbeat;
+  const auto refresh_every = std::max<std::chrono::seconds>(1s, opts.visibility_timeout / 4);
+  auto next_refresh = steady::now() + refresh_every;
+  auto next_restore = steady::now() + opts.restore_every;
+  std::vector<command> backend_batch;
+  std::vector<command> broker_batch;
+  auto last_ok = steady::now();
+  bool exiting = false;
+  for (;;) {
+    {
+      std::unique_lock lock(report_mutex);
+      report_cv.wait_until(lock, next_heartbeat, [&] {
+        return !backend_cmds.empty() || !broker_cmds.empty() || reporter_exit;
+      });
+      for (auto& c : backend_cmds) backend_batch.push_back(std::move(c));
+      for (auto& c : broker_cmds) broker_batch.push_back(std::move(c));
+      backend_cmds.clear();
+      broker_cmds.clear();
+      exiting = reporter_exit;
+    }
+    const auto now = steady::now();
+    if (now >= next_heartbeat && !exiting) {
+      broker_batch.push_back(publish_event(worker_event("worker-heartbeat")));
+      next_heartbeat = now + opts.heartbeat;
+    }
+    const auto send = [](redis_connection& c, std::vector<command>& batch) {
+      if (batch.empty())
+        return;
+      std::vector<redis_connection::args> cmds;
+      cmds.reserve(batch.size());
+      for (const command& cmd : batch) cmds.emplace_back(cmd.begin(), cmd.end());
+      try {
+        c.pipeline(cmds);
+      } catch (const broker_refused& e) {
+        // The connection is fine and every command ran; one was refused (a key of another
+        // type, say). Nothing to retry: say so and go on.
+        std::cerr << "celery_worker: " << e.what() << "\n";
+      }
+      batch.clear();
+    };
+    try {
+      send(backend_conn ? *backend_conn : broker_conn, backend_batch);
+      send(broker_conn, broker_batch);
+      if (now >= next_refresh) {
+        rb.refresh(eta_tags(), unix_seconds(wall_now()));
+        next_refresh = now + refresh_every;
+      }
+      if (now >= next_restore && !exiting) {
+        const std::size_t n = rb.restore(unix_seconds(wall_now()) -
+                                         static_cast<double>(opts.visibility_timeout.count()));
+        if (n > 0) {
+          count.restored.fetch_add(n, std::memory_order_relaxed);
+          log("restored " + std::to_string(n) + " unacknowledged message(s) past the visibility timeout");
+        }
+        next_restore = now + opts.restore_every;
+      }
+      last_ok = steady::now();
+    } catch (const broker_error& e) {
+      // Lost connection: keep the batch (storing a result and acking are idempotent) and try
+      // again after a pause, until reconnect_for.
+      log(std::string("broker error: ") + e.what() + "; retrying");
+      if (steady::now() - last_ok > opts.reconnect_for) {
+        set_fatal(std::string(e.what()) + " (gave up after " +
+                  std::to_string(opts.reconnect_for.count()) + " ms)");
+        return;
+      }
+      count.reconnects.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(200ms);
+      continue;
+    }
+    if (exiting) {
+      std::lock_guard lock(report_mutex);
+      if (backend_cmds.empty() && broker_cmds.empty())
+        return;
+    }
+  }
+}
+
+json worker::state::control_reply(const json& request) {
+  const std::string method = request.value("method", "");
+  const json args = request.contains("arguments") && request["arguments"].is_object()
+                        ? request["arguments"]
+                        : json::object();
+  if (method == "ping")
+    return {{"ok", "pong"}};
+  if (method == "registered")
+    return tasks.names();
+  if (method == "active_queues") {
+    json out = json::array();
+    for (const std::string& q : opts.queues)
+      out.push_back({{"name", q},
+                     {"exchange",
+                      {{"name", q}, {"type", "direct"}, {"arguments", nullptr}, {"durable", true},
+                       {"passive", false}, {"auto_delete", false}, {"delivery_mode", nullptr},
+                       {"no_declare", false}}},
+                     {"routing_key", q}, {"queue_arguments", nullptr},
+                     {"binding_arguments", nullptr}, {"consumer_arguments", nullptr},
+                     {"durable", true}, {"exclusive", false}, {"auto_delete", false},
+                     {"no_ack", false}, {"alias", nullptr}, {"bindings", json::array()},
+                     {"no_declare", nullptr}, {"expires", nullptr}, {"message_ttl", nullptr},
+                     {"max_length", nullptr}, {"max_length_bytes", nullptr},
+                     {"max_priority", nullptr}});
+    return out;
+  }
+  if (method == "active" || method == "scheduled" || method == "reserved") {
+    json out = json::array();
+    std::lock_guard lock(hand_mutex);
+    for (const auto& [tag, h] : hand) {
+      const bool waiting = h->eta;
+      if ((method == "scheduled") != waiting)
+        continue;
+      const task_message& m = h->msg;
+      json r = {{"id", m.id}, {"name", m.task}, {"args", m.args}, {"kwargs", m.kwargs},
+                {"type", m.task}, {"hostname", hostname},
+                {"time_start", unix_seconds(h->received)}, {"acknowledged", false},
+                {"delivery_info",
+                 {{"exchange", m.exchange}, {"routing_key", m.routing_key},
+                  {"priority", m.priority}, {"redelivered", m.redelivered}}},
+                {"worker_pid", pid}};
+      if (method == "scheduled")
+        out.push_back({{"eta", m.eta ? json(*m.eta) : json(nullptr)},
+                       {"priority", m.priority},
+                       {"request", r}});
+      else
+        out.push_back(r);
+    }
+    return out;
+  }
+  if (method == "revoke") {
+    json ids = args.value("task_id", json());
+    if (ids.is_string())
+      ids = json::array({ids});
+    if (!ids.is_array())
+      return {{"error", "revoke: task_id must be an id or a list of ids"}};
+    for (const json& id : ids)
+      if (id.is_string())
+        revoked.add(id.get<std::string>());
+    return {{"ok", "tasks " + dumps(ids) + " flagged as revoked"}};
+  }
+  if (method == "revoked")
+    return revoked.snapshot();
+  if (method == "stats") {
+    json total_json = json::object();
+    {
+      std::lock_guard lock(total_mutex);
+      for (const auto& [name, n] : total) total_json[name] = n;
+    }
+    const double uptime = std::chrono::duration<double>(steady::now() - started).count();
+    return {{"total", total_json},
+            {"pid", pid},
+            {"clock", std::to_string(clock.load(std::memory_order_relaxed))},
+            {"uptime", static_cast<long long>(uptime)},
+            {"pool",
+             {{"implementation", "offload::executor"},
+              {"max-concurrency", executor.worker_count()},
+              {"processes", json::array({pid})},
+              {"max-tasks-per-child", nullptr},
+              {"put-guarded-by-semaphore", false},
+              {"timeouts", json::array({0, 0})}}},
+            {"broker",
+             {{"hostname", broker.host}, {"port", broker.port}, {"virtual_host", std::to_string(broker.db)},
+              {"transport", "redis"}, {"ssl", false}}},
+            {"prefetch_count", prefetch()},
+            {"offload",
+             {{"received", count.received.load()}, {"succeeded", count.succeeded.load()},
+              {"failed", count.failed.load()}, {"retried", count.retried.load()},
+              {"revoked", count.revoked.load()}, {"rejected", count.rejected.load()},
+              {"restored", count.restored.load()}}}};
+  }
+  if (method == "heartbeat") {
+    report({}, {publish_event(worker_event("worker-heartbeat"))});
+    return nullptr;
+  }
+  if (method == "enable_events") {
+    events.store(true, std::memory_order_relaxed);
+    return {{"ok", "task events enabled"}};
+  }
+  if (method == "disable_events") {
+    events.store(false, std::memory_order_relaxed);
+    return {{"ok", "task events disabled"}};
+  }
+  if (method == "hello")
+    return {{"revoked", json::object()}, {"clock", clock.load(std::memory_order_relaxed)}};
+  return {{"error", "No such control command: " + method}};
+}
+
+void worker::state::control_loop(const std::atomic<bool>& stop) {
+  redis_connection sub(broker, 2000ms, 5000ms);
+  redis_connection out(broker);
+  redis_broker replies(out);
+  const std::string channel = fanout_prefix(broker) + "celery.pidbox";
+  std::uint64_t subscribed = 0;
+  while (!stop.load(std::memory_order_relaxed) && !fatal.load(std::memory_order_relaxed)) {
+    try {
+      if (subscribed == 0 || subscribed != sub.generation()) {
+        sub.disconnect();
+        sub.command({"PSUBSCRIBE", channel});
+        subscribed = sub.generation();
+      }
+      const std::optional<redis_reply> r = sub.next_push(200ms);
+      if (!r || r->size() != 4 || r->element_str(0) != "pmessage")
+        continue;
+      json request;
+      try {
+        const json env = json::parse(r->element_str(3));
+        const std::string body = env.at("properties").value("body_encoding", "") == "base64"
+                                     ? base64_decode(env.at("body").get<std::string>())
+                                     : env.at("body").get<std::string>();
+        request = json::parse(body);
+        const json& headers = env.at("headers");
+        if (headers.contains("expires") && headers["expires"].is_number() &&
+            headers["expires"].get<double>() < unix_seconds(wall_now()))
+          continue;  // the caller stopped waiting for it
+      } catch (const std::exception& e) {
+        log(std::string("ignored a control message that is not readable: ") + e.what());
+        continue;
+      }
+      const json& dest = request.contains("destination") ? request["destination"] : json();
+      if (dest.is_array()) {
+        bool mine = false;
+        for (const json& d : dest) mine = mine || (d.is_string() && d.get<std::string>() == hostname);
+        if (!mine)
+          continue;
+      }
+      json reply;
+      try {
+        reply = control_reply(request);
+      } catch (const std::exception& e) {
+        reply = {{"error", e.what()}};
+      }
+      const json& reply_to = request.contains("reply_to") ? request["reply_to"] : json();
+      if (!reply_to.is_object() || !request.contains("ticket") || reply.is_null())
+        continue;  // a cast: no answer
+      const json body = {{hostname, reply}};
+      const json headers = {{"ticket", request["ticket"]},
+                            {"clock", clock.fetch_add(1, std::memory_order_relaxed) + 1}};
+      const std::string exchange = reply_to.value("exchange", "reply.celery.pidbox");
+      const std::string key = reply_to.value("routing_key", "");
+      replies.publish_direct(exchange, key, kombu_envelope(dumps(body), headers, exchange, key, 1));
+    } catch (const broker_error& e) {
+      log(std::string("control: ") + e.what() + "; reconnecting");
+      sub.disconnect();
+      subscribed = 0;
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+}
+
+void worker::state::consume(const std::atomic<bool>& stop) {
+  redis_connection conn(broker);
+  redis_broker rb(conn);
+  auto last_ok = steady::now();
+  bool broken = false;
+  while (!stop.load(std::memory_order_relaxed)) {
+    if (fatal.load(std::memory_order_acquire))  // pairs with set_fatal()
+      return;
+    {
+      std::unique_lock lock(hand_mutex);
+      if (busy.load(std::memory_order_relaxed) >= prefetch() ||
+          eta_held.load(std::memory_order_relaxed) >= opts.max_eta_held) {
+        slot_cv.wait_for(lock, 100ms);
+        continue;
+      }
+    }
+    try {
+      std::optional<held_message> held = rb.pop(opts.queues, unix_seconds(wall_now()), hostname);
+      if (broken) {
+        log("reconnected to " + conn.describe());
+        count.reconnects.fetch_add(1, std::memory_order_relaxed);
+        broken = false;
+      }
+      last_ok = steady::now();
+      if (held) {
+        accept(std::move(*held));
+        continue;
+      }
+      rb.wait(opts.queues.front(), opts.queues.size() == 1 ? 1000ms : 100ms);
+    } catch (const broker_refused& e) {
+      throw std::runtime_error("cannot consume " + dumps(json(opts.queues)) + ": " + e.what());
+    } catch (const broker_error& e) {
+      if (!broken)
+        log(std::string("broker error: ") + e.what() + "; reconnecting");
+      broken = true;
+      if (steady::now() - last_ok > opts.reconnect_for)
+        throw broker_error(std::string(e.what()) + " (gave up after " +
+                           std::to_string(opts.reconnect_for.count()) + " ms)");
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+}
+
+worker::worker(offload::executor& executor, const task_registry& tasks, worker_options options)
+    : m_state(std::make_unique<state>(executor, tasks, std::move(options))) {
+  state& s = *m_state;
+  s.broker = parse_broker_url(s.opts.broker);
+  if (s.broker.scheme != broker_url::kind::redis)
+    throw std::invalid_argument("celery worker: broker " + s.broker.redacted() +
+                                " is not redis:// (RabbitMQ is not served yet)");
+  s.backend = s.opts.result_backend.empty() ? s.broker : parse_broker_url(s.opts.result_backend);
+  if (s.backend.scheme != broker_url::kind::redis)
+    throw std::invalid_argument("celery worker: result backend " + s.backend.redacted() +
+                                " is not redis:// (rpc:// needs RabbitMQ)");
+  s.backend_is_broker = s.backend.redacted() == s.broker.redacted() &&
+                        s.backend.password == s.broker.password;
+  if (s.opts.queues.empty())
+    throw std::invalid_argument("celery worker: no queues to consume");
+  for (const std::string& q : s.opts.queues)
+    if (q.empty())
+      throw std::invalid_argument("celery worker: a queue name is empty");
+  if (tasks.empty())
+    throw std::invalid_argument("celery worker: the task registry is empty");
+  if (s.opts.heartbeat <= std::chrono::milliseconds::zero())
+    throw std::invalid_argument("celery worker: heartbeat must be positive");
+  s.hostname = s.opts.hostname.empty() ? default_hostname() : s.opts.hostname;
+  if (s.opts.prefetch == 0)
+    s.opts.prefetch = 4 * std::max(1u, executor.worker_count());
+}
+
+worker::~worker() = default;
+
+const std::string& worker::hostname() const noexcept {
+  return m_state->hostname;
+}
+
+worker_stats worker::stats() const {
+  const auto& c = m_state->count;
+  return {c.received.load(), c.succeeded.load(), c.failed.load(), c.retried.load(),
+          c.revoked.load(),  c.rejected.load(),  c.restored.load(), c.reconnects.load()};
+}
+
+void worker::run() {
+  state& s = *m_state;
+  {
+    // What an earlier run under this hostname held (killed, say) goes back first, and what
+    // anyone left past the visibility timeout.
+    redis_connection conn(s.broker);
+    redis_broker rb(conn);
+    const double now = unix_seconds(wall_now());
+    const std::size_t n =
+        rb.restore(now - static_cast<double>(s.opts.visibility_timeout.count()), s.hostname);
+    if (n > 0) {
+      s.count.restored.fetch_add(n, std::memory_order_relaxed);
+      s.log("restored " + std::to_string(n) + " unacknowledged message(s)");
+    }
+  }
+  s.report({}, {s.publish_event(s.worker_event("worker-online"))});
+  std::thread reporter([&s] { s.reporter_loop(); });
+  std::thread control([&] { s.control_loop(m_stop); });
+  std::exception_ptr failure;
+  try {
+    s.log("consuming " + dumps(json(s.opts.queues)) + " on " + s.broker.redacted());
+    s.consume(m_stop);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  m_stop.store(true, std::memory_order_relaxed);  // the control thread ends too
+  // Stop: ETA tasks not yet due are cancelled (they never run) and put back; what runs finishes.
+  std::vector<std::shared_ptr<held_task>> waiting;
+  {
+    std::lock_guard lock(s.hand_mutex);
+    for (const auto& [tag, h] : s.hand)
+      if (h->eta)
+        waiting.push_back(h);
+  }
+  for (const auto& h : waiting)
+    if (h->run.valid() && h->run.cancel()) {
+      std::lock_guard lock(s.hand_mutex);
+      s.hand.erase(h->held.tag);
+      s.eta_held.fetch_sub(1, std::memory_order_relaxed);
+    }
+  {
+    std::unique_lock lock(s.hand_mutex);
+    while (!s.hand.empty() && !s.fatal.load(std::memory_order_acquire))
+      s.slot_cv.wait_for(lock, 100ms);
+  }
+  control.join();
+  s.report({}, {s.publish_event(s.worker_event("worker-offline"))});
+  {
+    std::lock_guard lock(s.report_mutex);
+    s.reporter_exit = true;
+  }
+  s.report_cv.notify_one();
+  reporter.join();
+  if (!failure && !s.fatal.load(std::memory_order_acquire)) {
+    try {
+      redis_connection conn(s.broker);
+      redis_broker rb(conn);
+      const std::size_t n = rb.restore(0, s.hostname);  // the cancelled ETA tasks
+      if (n > 0)
+        s.log("restored " + std::to_string(n) + " waiting ETA message(s) to their queues");
+    } catch (const broker_error& e) {
+      s.log(std::string("could not put back the waiting ETA messages (restored later): ") + e.what());
+    }
+  }
+  if (failure)
+    std::rethrow_exception(failure);
+  if (s.fatal.load(std::memory_order_acquire))
+    throw broker_error(s.fatal_what);
+}
+
+}  // namespace offload::broker::celery

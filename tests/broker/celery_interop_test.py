@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""An unchanged Python Celery 5.2 client against the C++ worker (examples/celery_worker) over a
+Redis started on loopback for the test: results, failures, retries, countdown, expiry,
+revocation, unknown tasks, malformed messages, remote control, events, and restore after the
+worker is killed.
+
+Usage: celery_interop_test.py PATH/TO/celery_worker PATH/TO/scripts/lib/brokers.sh
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+
+from celery import Celery
+from celery.exceptions import NotRegistered, TaskRevokedError
+
+WORKER_BIN = None
+BROKERS_SH = None
+
+
+def start_worker(url, hostname, extra=()):
+    """The worker's stderr goes to a file (a pipe nobody reads would block it), printed at exit."""
+    log = tempfile.NamedTemporaryFile(prefix="celery_worker-", suffix=".log", delete=False)
+    WORKER_LOGS.append(log.name)
+    return subprocess.Popen([WORKER_BIN, "--broker", url, "--result-backend", url,
+                             "--hostname", hostname, "--concurrency", "2", *extra],
+                            stderr=log)
+
+
+WORKER_LOGS = []
+
+
+class CeleryInteropTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="offload-celery-")
+        port = subprocess.run([BROKERS_SH, "start", "redis", cls.dir], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        cls.url = f"redis://127.0.0.1:{port}/0"
+        cls.hostname = f"cpp-test-{uuid.uuid4().hex[:8]}@localhost"
+        cls.worker = start_worker(cls.url, cls.hostname)
+        cls.app = Celery("interop", broker=cls.url, backend=cls.url)
+        cls.app.conf.broker_connection_retry_on_startup = False
+        # The worker is up once it answers a ping.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if cls.app.control.ping(destination=[cls.hostname], timeout=0.5):
+                return
+        raise RuntimeError("celery_worker did not answer ping within 20 s")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.worker.poll() is None:
+            cls.worker.send_signal(signal.SIGTERM)
+            cls.worker.wait(timeout=30)
+        subprocess.run([BROKERS_SH, "stop", cls.dir], check=False)
+
+    def redis(self):
+        import redis
+        return redis.Redis.from_url(self.url)
+
+    def test_add_with_args_and_kwargs(self):
+        self.assertEqual(self.app.send_task("tasks.add", args=[2, 3]).get(timeout=10), 5)
+        self.assertEqual(self.app.send_task("tasks.add", kwargs={"x": 4, "y": 5}).get(timeout=10), 9)
+        self.assertEqual(self.app.send_task("tasks.add", args=[1], kwargs={"y": 2}).get(timeout=10), 3)
+
+    def test_echo_returns_the_json_value(self):
+        v = {"a": [1, 2.5, None, True], "b": "ünïcode"}
+        self.assertEqual(self.app.send_task("tasks.echo", args=[v]).get(timeout=10), v)
+
+    def test_failure_reraises_value_error(self):
+        r = self.app.send_task("tasks.fail", args=["broken on purpose"])
+        with self.assertRaises(ValueError) as ctx:
+            r.get(timeout=10)
+        self.assertEqual(str(ctx.exception), "broken on purpose")
+        self.assertEqual(r.state, "FAILURE")
+
+    def test_wrong_argument_types_are_a_type_error(self):
+        with self.assertRaises(TypeError) as ctx:
+            self.app.send_task("tasks.sleep_ms", args=["ten"]).get(timeout=10)
+        self.assertIn("'ms'", str(ctx.exception))
+        with self.assertRaises(TypeError):
+            self.app.send_task("tasks.add", args=[1, 2, 3]).get(timeout=10)
+
+    def test_retry_republishes_until_success(self):
+        r = self.app.send_task("tasks.retry_me", args=[2])
+        self.assertEqual(r.get(timeout=20), 3)
+
+    def test_countdown_delays_the_task(self):
+        t0 = time.time()
+        r = self.app.send_task("tasks.add", args=[1, 1], countdown=1.0)
+        self.assertEqual(r.get(timeout=10), 2)
+        self.assertGreaterEqual(time.time() - t0, 0.95)
+
+    def test_expired_task_is_revoked(self):
+        r = self.app.send_task("tasks.add", args=[1, 1], countdown=1.5, expires=0.5)
+        with self.assertRaises(TaskRevokedError):
+            r.get(timeout=10)
+        self.assertEqual(r.state, "REVOKED")
+
+    def test_revoke_of_a_waiting_task(self):
+        r = self.app.send_task("tasks.add", args=[1, 1], countdown=2)
+        time.sleep(0.3)
+        self.app.control.revoke(r.id)
+        with self.assertRaises(TaskRevokedError):
+            r.get(timeout=10)
+
+    def test_unknown_task_is_not_registered(self):
+        with self.assertRaises(NotRegistered):
+            self.app.send_task("tasks.does_not_exist", args=[1]).get(timeout=10)
+
+    def test_sleeping_tasks_do_not_hold_workers(self):
+        # Two executor workers, eight 300 ms sleeps: together well under 8 × 300 ms.
+        t0 = time.time()
+        rs = [self.app.send_task("tasks.sleep_ms", args=[300]) for _ in range(8)]
+        self.assertEqual([r.get(timeout=20) for r in rs], [300] * 8)
+        self.assertLess(time.time() - t0, 2.0)
+
+    def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(self):
+        r = self.redis()
+        r.lpush("celery", b"this is not json")
+        body = json.dumps([[1, 2], {}]).encode()  # two elements: kills Python's own worker
+        import base64
+        bad_id = str(uuid.uuid4())
+        env = {"body": base64.b64encode(body).decode(), "content-encoding": "utf-8",
+               "content-type": "application/json",
+               "headers": {"lang": "py", "task": "tasks.add", "id": bad_id},
+               "properties": {"correlation_id": bad_id, "delivery_mode": 2,
+                              "delivery_info": {"exchange": "", "routing_key": "celery"},
+                              "priority": 0, "body_encoding": "base64",
+                              "delivery_tag": str(uuid.uuid4())}}
+        r.lpush("celery", json.dumps(env))
+        self.assertEqual(self.app.send_task("tasks.add", args=[20, 22]).get(timeout=10), 42)
+        deadline = time.time() + 5
+        while r.llen("celery.dead") < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        dead = [json.loads(x) for x in r.lrange("celery.dead", 0, -1)]
+        self.assertEqual(len(dead), 2, dead)
+        self.assertTrue(any("2 elements" in d["reason"] for d in dead), dead)
+        with self.assertRaises(ValueError) as ctx:
+            self.app.AsyncResult(bad_id).get(timeout=5)
+        self.assertIn("2 elements", str(ctx.exception))
+
+    def test_inspect_answers(self):
+        i = self.app.control.inspect(destination=[self.hostname], timeout=2)
+        self.assertEqual(i.ping(), {self.hostname: {"ok": "pong"}})
+        self.assertIn("tasks.add", i.registered()[self.hostname])
+        self.assertEqual(i.active_queues()[self.hostname][0]["name"], "celery")
+        self.assertIn("total", i.stats()[self.hostname])
+        self.assertIsInstance(i.active()[self.hostname], list)
+
+    def test_events_show_the_worker_and_its_tasks(self):
+        state = self.app.events.State()
+        seen = []
+
+        def on_event(e):
+            state.event(e)
+            seen.append(e["type"])
+
+        def receive():
+            with self.app.connection() as conn:
+                recv = self.app.events.Receiver(conn, handlers={"*": on_event})
+                try:
+                    recv.capture(limit=None, timeout=5, wakeup=True)
+                except Exception:  # the timeout ends the capture
+                    pass
+
+        t = threading.Thread(target=receive, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        r = self.app.send_task("tasks.add", args=[3, 4])
+        self.assertEqual(r.get(timeout=10), 7)
+        t.join(timeout=10)
+        self.assertIn("worker-heartbeat", seen)
+        for kind in ("task-received", "task-started", "task-succeeded"):
+            self.assertIn(kind, seen)
+        self.assertTrue(state.workers[self.hostname].alive)
+        self.assertEqual(state.tasks[r.id].state, "SUCCESS")
+        self.assertEqual(state.tasks[r.id].name, "tasks.add")
+
+
+class RestoreAfterKillTest(unittest.TestCase):
+    """A worker killed with SIGKILL while it holds a task: the worker started again under the
+    same name restores the task from `unacked` and runs it; nothing is lost."""
+
+    def test_killed_worker_task_is_run_after_restart(self):
+        d = tempfile.mkdtemp(prefix="offload-celery-kill-")
+        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            app = Celery("kill", broker=url, backend=url)
+            name = f"cpp-kill-{uuid.uuid4().hex[:8]}@localhost"
+            w = start_worker(url, name)
+            r = app.send_task("tasks.sleep_ms", args=[3000])
+            import redis
+            red = redis.Redis.from_url(url)
+            deadline = time.time() + 10
+            while red.hlen("unacked") == 0 and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(red.hlen("unacked"), 1)
+            w.kill()
+            w.wait()
+            self.assertEqual(red.hlen("unacked"), 1)  # still recorded, not lost
+            w = start_worker(url, name)
+            try:
+                self.assertEqual(r.get(timeout=20), 3000)
+                self.assertEqual(red.hlen("unacked"), 0)
+            finally:
+                w.send_signal(signal.SIGTERM)
+                self.assertEqual(w.wait(timeout=30), 0)
+            r.forget()
+            del r
+            app.close()
+        finally:
+            subprocess.run([BROKERS_SH, "stop", d], check=False)
+
+
+if __name__ == "__main__":
+    WORKER_BIN, BROKERS_SH = sys.argv[1], sys.argv[2]
+    try:
+        unittest.main(argv=sys.argv[:1], verbosity=2)
+    finally:
+        for name in WORKER_LOGS:
+            with open(name) as f:
+                sys.stderr.write(f"--- {name}\n{f.read()}")
+            os.unlink(name)
