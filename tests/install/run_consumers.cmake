@@ -6,6 +6,7 @@
 #   -DOFFLOAD_WITH_HWLOC=OFF -DOFFLOAD_MEMBARRIER=OFF, whose consumers must see those choices.
 # Every consumer is README.md's first example plus config_check.cpp and every_option.cpp.
 # Nothing is suppressed: a warning from offload's headers fails the build.
+# With the client libraries present, tests/install/broker_consumer builds against COMPONENTS broker.
 # Invoked by CTest: cmake -DSOURCE_DIR=... -DWORK_DIR=... -DGENERATOR=... -P run_consumers.cmake
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -80,3 +81,19 @@ cmake_consumer(clang-find-package find_package "${WORK_DIR}/default" ${CLANGXX} 
 pkgconfig_consumer(clang-pkg-config "${WORK_DIR}/default" ${CLANGXX} 1 1)
 cmake_consumer(gcc-find-package-plain find_package "${WORK_DIR}/plain" ${GXX} 0 0)
 pkgconfig_consumer(gcc-pkg-config-plain "${WORK_DIR}/plain" ${GXX} 0 0)
+
+# COMPONENTS broker: a user's own Celery task and worker against an install with offload::broker
+# (skipped, with a message, where the build machine has no hiredis/librabbitmq).
+find_program(PKG_CONFIG_BIN pkg-config)
+execute_process(COMMAND ${PKG_CONFIG_BIN} --exists hiredis librabbitmq RESULT_VARIABLE no_broker_deps)
+if(no_broker_deps EQUAL 0)
+  install_offload(broker -DOFFLOAD_BUILD_BROKER=ON)
+  set(dir "${WORK_DIR}/gcc-broker-find-package")
+  run(${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/install/broker_consumer" -B "${dir}"
+      -G "${GENERATOR}" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_COMPILER=${GXX}"
+      "-DCMAKE_PREFIX_PATH=${WORK_DIR}/broker")
+  run(${CMAKE_COMMAND} --build "${dir}")
+  run("${dir}/broker_consumer")
+else()
+  message(STATUS "hiredis or librabbitmq missing: the offload::broker consumer is not built")
+endif()
