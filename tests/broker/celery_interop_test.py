@@ -221,6 +221,41 @@ class RestoreAfterKillTest(unittest.TestCase):
         finally:
             subprocess.run([BROKERS_SH, "stop", d], check=False)
 
+    def test_python_worker_restores_what_a_killed_cpp_worker_held(self):
+        d = tempfile.mkdtemp(prefix="offload-celery-py-")
+        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        url = f"redis://127.0.0.1:{port}/0"
+        py = None
+        try:
+            app = Celery("kill2", broker=url, backend=url)
+            w = start_worker(url, f"cpp-kill-{uuid.uuid4().hex[:8]}@localhost")
+            r = app.send_task("tasks.sleep_ms", args=[2000])
+            import redis
+            red = redis.Redis.from_url(url)
+            deadline = time.time() + 10
+            while red.hlen("unacked") == 0 and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(red.hlen("unacked"), 1)
+            w.kill()
+            w.wait()
+            time.sleep(1.2)  # past the Python side's visibility timeout of 1 s
+            env = dict(os.environ, OFFLOAD_CELERY_URL=url,
+                       PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+            py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks",
+                                   "worker", "--pool=solo", "--without-mingle",
+                                   "--without-gossip", "-n", "py@localhost", "-l", "warning"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.assertEqual(r.get(timeout=30), 2000)
+            r.forget()
+            del r
+            app.close()
+        finally:
+            if py is not None:
+                py.terminate()
+                py.wait(timeout=30)
+            subprocess.run([BROKERS_SH, "stop", d], check=False)
+
 
 if __name__ == "__main__":
     WORKER_BIN, BROKERS_SH = sys.argv[1], sys.argv[2]

@@ -786,7 +786,9 @@ void worker::state::consume(const std::atomic<bool>& stop) {
         accept(std::move(*held));
         continue;
       }
-      rb.wait(opts.queues.front(), opts.queues.size() == 1 ? 1000ms : 100ms);
+      // Blocks on the first queue's bucket 0 only (Redis blocks on one list without removing
+      // from it): a message in another list reaches an idle worker within this bound.
+      rb.wait(opts.queues.front(), 250ms);
     } catch (const broker_refused& e) {
       throw std::runtime_error("cannot consume " + dumps(json(opts.queues)) + ": " + e.what());
     } catch (const broker_error& e) {
