@@ -15,10 +15,9 @@
 #include <iostream>
 #include <sstream>
 
-#include <offload/offload.hpp>
-
 #include <offload/broker/celery/worker.hpp>
 #include <offload/broker/cli_args.hpp>
+#include <offload/offload.hpp>
 
 namespace {
 
@@ -51,11 +50,15 @@ task_registry example_tasks() {
       return x.get<std::string>() + y.get<std::string>();
     throw task_error("TypeError", "unsupported operand type(s) for +");
   });
-  tasks.add("tasks.echo", {"value"}, [](json value) { return value; });
-  tasks.add("tasks.fail", {"message"},
-            [](std::string message) -> json { throw std::invalid_argument(message); });
+  tasks.add("tasks.echo", {"value"}, [](json value) {
+    return value;
+  });
+  tasks.add("tasks.fail", {"message"}, [](std::string message) -> json {
+    throw std::invalid_argument(message);
+  });
   tasks.add(
-      "tasks.retry_me", {"times"},
+      "tasks.retry_me",
+      {"times"},
       [](const task_request& req, std::int64_t times) {
         if (req.retries < times)
           throw retry("retry " + std::to_string(req.retries + 1) + " of " + std::to_string(times),
@@ -105,8 +108,8 @@ int main(int argc, char** argv) {
     g_worker = nullptr;
     const worker_stats s = w.stats();
     std::cerr << "celery_worker: stopped: " << s.received << " received, " << s.succeeded
-              << " succeeded, " << s.failed << " failed, " << s.retried << " retried, "
-              << s.revoked << " revoked, " << s.rejected << " rejected\n";
+              << " succeeded, " << s.failed << " failed, " << s.retried << " retried, " << s.revoked
+              << " revoked, " << s.rejected << " rejected\n";
     return 0;
   } catch (const std::invalid_argument& e) {
     std::cerr << "celery_worker: " << e.what() << "\n";

@@ -2,15 +2,15 @@
 // arguments as Celery passes them.
 #include <iostream>
 
-#include <offload/offload.hpp>
-
 #include <offload/broker/celery/worker.hpp>
+#include <offload/offload.hpp>
 
 int main() {
   using namespace offload::broker::celery;
   task_registry tasks;
-  tasks.add("shop.price", {"cents", "currency"},
-            [](int cents, std::string currency) { return std::to_string(cents) + " " + currency; });
+  tasks.add("shop.price", {"cents", "currency"}, [](int cents, std::string currency) {
+    return std::to_string(cents) + " " + currency;
+  });
   const registered_task* t = tasks.find("shop.price");
   const json r = t->call(task_request{}, json::array({250}), json{{"currency", "EUR"}});
   offload::executor ex;

@@ -26,7 +26,8 @@ std::string percent_decode(std::string_view s, const std::string& quoted) {
     const int hi = i + 2 < s.size() ? hex_digit(s[i + 1]) : -1;
     const int lo = i + 2 < s.size() ? hex_digit(s[i + 2]) : -1;
     if (hi < 0 || lo < 0)
-      throw std::invalid_argument("broker URL " + quoted + ": a '%' not followed by two hex digits");
+      throw std::invalid_argument("broker URL " + quoted +
+                                  ": a '%' not followed by two hex digits");
     out += static_cast<char>(hi * 16 + lo);
     i += 2;
   }
@@ -63,8 +64,8 @@ broker_url parse_broker_url(std::string_view text) {
   const std::size_t scheme_end = text.find("://");
   // The quoted URL never shows a password: everything between "://" and '@' is dropped.
   std::string quoted(1, '\'');
-  if (const std::size_t at = text.rfind('@'); scheme_end != std::string_view::npos &&
-                                               at != std::string_view::npos && at > scheme_end) {
+  if (const std::size_t at = text.rfind('@');
+      scheme_end != std::string_view::npos && at != std::string_view::npos && at > scheme_end) {
     quoted += text.substr(0, scheme_end + 3);
     quoted += "***";
     quoted += text.substr(at);

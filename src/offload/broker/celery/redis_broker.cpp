@@ -79,11 +79,12 @@ std::string kombu_envelope(std::string_view body,
   envelope["content-encoding"] = "utf-8";
   envelope["content-type"] = "application/json";
   envelope["headers"] = headers;
-  envelope["properties"] = {{"delivery_mode", delivery_mode},
-                            {"delivery_info", {{"exchange", exchange}, {"routing_key", routing_key}}},
-                            {"priority", 0},
-                            {"body_encoding", "base64"},
-                            {"delivery_tag", uuid4()}};
+  envelope["properties"] = {
+      {"delivery_mode", delivery_mode},
+      {"delivery_info", {{"exchange", exchange}, {"routing_key", routing_key}}},
+      {"priority", 0},
+      {"body_encoding", "base64"},
+      {"delivery_tag", uuid4()}};
   return dumps(envelope);
 }
 
@@ -96,8 +97,8 @@ std::optional<held_message> redis_broker::pop(const std::vector<std::string>& qu
   const std::string count = std::to_string(3 + lists.size());
   const std::string score = score_text(now);
   const std::string fallback = uuid4();
-  redis_connection::args a{"EVAL", pop_script, count, m_keys.unacked, m_keys.unacked_index,
-                           m_keys.owner};
+  redis_connection::args a{
+      "EVAL", pop_script, count, m_keys.unacked, m_keys.unacked_index, m_keys.owner};
   for (const std::string& l : lists) a.push_back(l);
   a.push_back(score);
   a.push_back(fallback);
@@ -105,8 +106,8 @@ std::optional<held_message> redis_broker::pop(const std::vector<std::string>& qu
   const redis_reply r = m_conn.command(a);
   if (!r.is_array() || r.size() != 3)
     return std::nullopt;
-  return held_message{std::string(r.element_str(0)), std::string(r.element_str(1)),
-                      std::string(r.element_str(2))};
+  return held_message{
+      std::string(r.element_str(0)), std::string(r.element_str(1)), std::string(r.element_str(2))};
 }
 
 void redis_broker::wait(const std::string& queue, std::chrono::milliseconds timeout) {
@@ -124,7 +125,9 @@ void redis_broker::ack(std::string_view tag) {
                    {"EXEC"}});
 }
 
-void redis_broker::publish(std::string_view queue, int priority, std::string_view envelope,
+void redis_broker::publish(std::string_view queue,
+                           int priority,
+                           std::string_view envelope,
                            std::string_view ack_tag) {
   const std::string list = redis_priority_list(queue, priority);
   if (ack_tag.empty()) {
@@ -159,8 +162,8 @@ std::size_t redis_broker::restore(double older_than, std::string_view owner) {
     return 0;  // another worker is restoring now
   std::vector<std::string> tags;
   {
-    const redis_reply old = m_conn.command(
-        {"ZRANGEBYSCORE", m_keys.unacked_index, "0", score_text(older_than)});
+    const redis_reply old =
+        m_conn.command({"ZRANGEBYSCORE", m_keys.unacked_index, "0", score_text(older_than)});
     for (std::size_t i = 0; i < old.size(); ++i) tags.emplace_back(old.element_str(i));
   }
   if (!owner.empty()) {
@@ -207,9 +210,15 @@ std::size_t redis_broker::restore(double older_than, std::string_view owner) {
         m_conn.pipeline({{"ZREM", m_keys.unacked_index, tag}, {"HDEL", m_keys.owner, tag}});
         continue;
       }
-      const redis_reply r =
-          m_conn.command({"EVAL", restore_script, "4", m_keys.unacked, m_keys.unacked_index,
-                          m_keys.owner, list, tag, envelope});
+      const redis_reply r = m_conn.command({"EVAL",
+                                            restore_script,
+                                            "4",
+                                            m_keys.unacked,
+                                            m_keys.unacked_index,
+                                            m_keys.owner,
+                                            list,
+                                            tag,
+                                            envelope});
       restored += static_cast<std::size_t>(r.integer());
     }
   } catch (...) {
@@ -234,7 +243,8 @@ std::string redis_broker::fanout_prefix() const {
   return celery::fanout_prefix(m_conn.url());
 }
 
-void redis_broker::fanout(std::string_view exchange, std::string_view routing_key,
+void redis_broker::fanout(std::string_view exchange,
+                          std::string_view routing_key,
                           std::string_view envelope) {
   std::string channel = fanout_prefix() + std::string(exchange);
   if (!routing_key.empty()) {
@@ -245,7 +255,7 @@ void redis_broker::fanout(std::string_view exchange, std::string_view routing_ke
 }
 
 std::vector<std::string> redis_broker::bound_queues(std::string_view exchange,
-                                                   std::string_view routing_key) {
+                                                    std::string_view routing_key) {
   // kombu's binding records: "routing_key\x06\x16pattern\x06\x16queue".
   const redis_reply b = m_conn.command({"SMEMBERS", "_kombu.binding." + std::string(exchange)});
   std::vector<std::string> queues;
@@ -259,7 +269,8 @@ std::vector<std::string> redis_broker::bound_queues(std::string_view exchange,
   return queues;
 }
 
-std::size_t redis_broker::publish_direct(std::string_view exchange, std::string_view routing_key,
+std::size_t redis_broker::publish_direct(std::string_view exchange,
+                                         std::string_view routing_key,
                                          std::string_view envelope) {
   const std::vector<std::string> queues = bound_queues(exchange, routing_key);
   for (const std::string& q : queues) m_conn.command({"LPUSH", q, envelope});

@@ -48,7 +48,8 @@ struct held_message {
 
 class redis_broker {
  public:
-  redis_broker(redis_connection& conn, redis_keys keys = {}) : m_conn(conn), m_keys(std::move(keys)) {}
+  redis_broker(redis_connection& conn, redis_keys keys = {})
+      : m_conn(conn), m_keys(std::move(keys)) {}
 
   /// Takes the next message of `queues` (bucket 0 of every queue first, then 3, 6, 9) and records
   /// it in `unacked`/`unacked_index` (score `now`, seconds) under `owner`, atomically (one script):
@@ -62,7 +63,9 @@ class redis_broker {
   void ack(std::string_view tag);
   /// Pushes `envelope` to the list of `priority` in `queue` and, when `ack_tag` is not empty,
   /// acks that tag in the same transaction (a retry: the copy is queued, then the original goes).
-  void publish(std::string_view queue, int priority, std::string_view envelope,
+  void publish(std::string_view queue,
+               int priority,
+               std::string_view envelope,
                std::string_view ack_tag = {});
   /// Moves the score of held messages to `now` (seconds), so nobody restores what is still held
   /// (an ETA task waiting past the visibility timeout).
@@ -77,7 +80,8 @@ class redis_broker {
   void fanout(std::string_view exchange, std::string_view routing_key, std::string_view envelope);
   /// A direct-exchange publish as kombu does it: the lists bound to `exchange` with
   /// `routing_key` (from `_kombu.binding.<exchange>`) get `envelope`. Returns how many lists.
-  std::size_t publish_direct(std::string_view exchange, std::string_view routing_key,
+  std::size_t publish_direct(std::string_view exchange,
+                             std::string_view routing_key,
                              std::string_view envelope);
 
   /// Channel prefix of fanout exchanges: "/<db>.".

@@ -1,9 +1,8 @@
-#include <poll.h>
-
 #include <algorithm>
 #include <cerrno>
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 
 #include <offload/broker/celery/redis_connection.hpp>
 

@@ -95,8 +95,7 @@ void check_arguments(std::string_view task,
   if (!args.is_array())
     throw_type_error(std::string(task) + "() args must be a list, not " + json_type_name(args));
   if (!kwargs.is_object())
-    throw_type_error(std::string(task) + "() kwargs must be a dict, not " +
-                     json_type_name(kwargs));
+    throw_type_error(std::string(task) + "() kwargs must be a dict, not " + json_type_name(kwargs));
   if (args.size() > names.size())
     throw_type_error(std::string(task) + "() takes " + std::to_string(names.size()) +
                      " positional arguments but " + std::to_string(args.size()) + " were given");

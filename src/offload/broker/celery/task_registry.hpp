@@ -19,10 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include <offload/task_options.hpp>
-
 #include <offload/broker/celery/python_json.hpp>
 #include <offload/broker/celery/result_document.hpp>
+#include <offload/task_options.hpp>
 
 namespace offload::broker::celery {
 
@@ -43,9 +42,7 @@ struct task_request {
 class task_error : public std::runtime_error {
  public:
   task_error(std::string type, std::string message, std::string module = "builtins")
-      : std::runtime_error(message),
-        m_type(std::move(type)),
-        m_module(std::move(module)) {}
+      : std::runtime_error(message), m_type(std::move(type)), m_module(std::move(module)) {}
   const std::string& type() const noexcept { return m_type; }
   const std::string& module() const noexcept { return m_module; }
 
@@ -62,9 +59,7 @@ class retry : public std::runtime_error {
   explicit retry(std::string reason = "retry requested",
                  std::optional<std::chrono::milliseconds> countdown = std::nullopt)
       : std::runtime_error(std::move(reason)), m_countdown(countdown) {}
-  const std::optional<std::chrono::milliseconds>& countdown() const noexcept {
-    return m_countdown;
-  }
+  const std::optional<std::chrono::milliseconds>& countdown() const noexcept { return m_countdown; }
 
  private:
   std::optional<std::chrono::milliseconds> m_countdown;
@@ -91,6 +86,22 @@ template <class C, class R, class... A>
 struct signature<R (C::*)(A...) const> : signature<R (*)(A...)> {};
 template <class C, class R, class... A>
 struct signature<R (C::*)(A...)> : signature<R (*)(A...)> {};
+
+template <class Tuple>
+struct first_is_request : std::false_type {};
+template <class A0, class... A>
+struct first_is_request<std::tuple<A0, A...>>
+    : std::is_same<std::remove_cvref_t<A0>, task_request> {};
+
+/// A task function's shape: its parameters, its result, whether it takes the request first, and
+/// how many parameters are bound from the message.
+template <class F>
+struct call_shape {
+  using params = typename signature<std::decay_t<F>>::params;
+  using result = typename signature<std::decay_t<F>>::result;
+  static constexpr bool takes_request = first_is_request<params>::value;
+  static constexpr std::size_t bound = std::tuple_size_v<params> - (takes_request ? 1 : 0);
+};
 
 template <class T>
 struct is_optional : std::false_type {};
@@ -121,14 +132,15 @@ T convert(const json& v, std::string_view task, std::string_view param) {
     if (!v.is_number_integer())
       wrong("an int");
     const bool negative = !v.is_number_unsigned() && v.get<std::int64_t>() < 0;
-    const bool fits = negative ? std::is_signed_v<T> && v.get<std::int64_t>() >=
-                                                            std::numeric_limits<T>::min()
-                               : v.get<std::uint64_t>() <=
-                                     static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+    const bool fits =
+        negative
+            ? std::is_signed_v<T> && v.get<std::int64_t>() >= std::numeric_limits<T>::min()
+            : v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<T>::max());
     if (!fits)
-      throw_type_error(std::string(task) + "() argument '" + std::string(param) + "' = " +
-                       v.dump() + " is out of range");
-    return negative ? static_cast<T>(v.get<std::int64_t>()) : static_cast<T>(v.get<std::uint64_t>());
+      throw_type_error(std::string(task) + "() argument '" + std::string(param) +
+                       "' = " + v.dump() + " is out of range");
+    return negative ? static_cast<T>(v.get<std::int64_t>())
+                    : static_cast<T>(v.get<std::uint64_t>());
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number())
       wrong("a number");
@@ -185,13 +197,8 @@ class task_registry {
                      std::vector<std::string> params,
                      F fn,
                      offload::task_options options = {}) {
-    using sig = detail::signature<std::decay_t<F>>;
-    using params_tuple = typename sig::params;
-    constexpr std::size_t n = std::tuple_size_v<params_tuple>;
-    constexpr bool takes_request =
-        n > 0 && std::is_same_v<std::remove_cvref_t<std::tuple_element_t<0, params_tuple>>,
-                                task_request>;
-    constexpr std::size_t bound = takes_request ? n - 1 : n;
+    using shape = detail::call_shape<F>;
+    constexpr std::size_t bound = shape::bound;
     if (params.size() != bound)
       throw std::invalid_argument("celery task '" + name + "': " + std::to_string(bound) +
                                   " parameters need " + std::to_string(bound) + " names, got " +
@@ -200,12 +207,11 @@ class task_registry {
     t.name = name;
     t.params = params;
     t.options = std::move(options);
-    t.call = [fn = std::move(fn), name, params](const task_request& req, const json& args,
-                                                const json& kwargs) -> json {
+    t.call = [fn = std::move(fn), name, params](
+                 const task_request& req, const json& args, const json& kwargs) -> json {
       detail::check_arguments(name, params, args, kwargs);
-      return invoke<takes_request, params_tuple, typename sig::result>(
-          fn, req, name, params, args, kwargs,
-          std::make_index_sequence<bound>{});
+      return invoke<shape::takes_request, typename shape::params, typename shape::result>(
+          fn, req, name, params, args, kwargs, std::make_index_sequence<shape::bound>{});
     };
     insert(std::move(t));
     return *this;
@@ -229,9 +235,15 @@ class task_registry {
     auto values = std::make_tuple(
         detail::convert<std::remove_cvref_t<std::tuple_element_t<I + skip, Params>>>(
             detail::bind_argument(
-                name, params, I, args, kwargs,
-                detail::is_optional<std::remove_cvref_t<std::tuple_element_t<I + skip, Params>>>::value),
-            name, params[I])...);
+                name,
+                params,
+                I,
+                args,
+                kwargs,
+                detail::is_optional<
+                    std::remove_cvref_t<std::tuple_element_t<I + skip, Params>>>::value),
+            name,
+            params[I])...);
     const auto call = [&](auto&&... a) -> decltype(auto) {
       if constexpr (TakesRequest)
         return fn(req, std::forward<decltype(a)>(a)...);

@@ -1,5 +1,3 @@
-#include <unistd.h>
-
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -12,8 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <offload/this_task.hpp>
-#include <offload/version.hpp>
+#include <unistd.h>
 
 #include <offload/broker/celery/base64.hpp>
 #include <offload/broker/celery/broker_url.hpp>
@@ -22,6 +19,8 @@
 #include <offload/broker/celery/result_document.hpp>
 #include <offload/broker/celery/uuid.hpp>
 #include <offload/broker/celery/worker.hpp>
+#include <offload/this_task.hpp>
+#include <offload/version.hpp>
 
 namespace offload::broker::celery {
 namespace {
@@ -130,7 +129,7 @@ struct worker::state {
     std::atomic<std::uint64_t> received{0}, succeeded{0}, failed{0}, retried{0}, revoked{0},
         rejected{0}, restored{0}, reconnects{0};
   } count;
-  std::mutex total_mutex;  // guards total
+  std::mutex total_mutex;                      // guards total
   std::map<std::string, std::uint64_t> total;  // runs per task name (stats.total)
 
   std::atomic<bool> fatal{false};
@@ -138,7 +137,9 @@ struct worker::state {
 
   unsigned prefetch() const { return opts.prefetch; }
 
-  void log(const std::string& line) const { std::cerr << "celery_worker " << hostname << ": " << line << "\n"; }
+  void log(const std::string& line) const {
+    std::cerr << "celery_worker " << hostname << ": " << line << "\n";
+  }
 
   void report(std::vector<command> backend_part, std::vector<command> broker_part) {
     {
@@ -163,7 +164,8 @@ struct worker::state {
     return {store(d), {"PUBLISH", "celery-task-meta-" + d.task_id, encode_redis_result(d)}};
   }
   std::vector<command> ack(const std::string& tag) const {
-    return {{"ZREM", "unacked_index", tag}, {"HDEL", "unacked", tag},
+    return {{"ZREM", "unacked_index", tag},
+            {"HDEL", "unacked", tag},
             {"HDEL", "offload.unacked_owner", tag}};
   }
 
@@ -184,7 +186,8 @@ struct worker::state {
       if (c == '-')
         c = '.';
     const std::string channel = fanout_prefix(broker) + "celeryev/" + key;
-    return {"PUBLISH", channel,
+    return {"PUBLISH",
+            channel,
             kombu_envelope(dumps(e), json{{"hostname", hostname}}, "celeryev", key, 1)};
   }
   json worker_event(const char* type) {
@@ -195,10 +198,13 @@ struct worker::state {
     double load[3] = {0, 0, 0};
     if (::getloadavg(load, 3) != 3)
       load[0] = load[1] = load[2] = 0;
-    e["loadavg"] = json::array({std::round(load[0] * 100) / 100, std::round(load[1] * 100) / 100,
+    e["loadavg"] = json::array({std::round(load[0] * 100) / 100,
+                                std::round(load[1] * 100) / 100,
                                 std::round(load[2] * 100) / 100});
     e["sw_ident"] = "offload-celery";
-    e["sw_ver"] = std::to_string(OFFLOAD_VERSION_MAJOR) + "." + std::to_string(OFFLOAD_VERSION_MINOR) + "." + std::to_string(OFFLOAD_VERSION_PATCH);
+    e["sw_ver"] = std::to_string(OFFLOAD_VERSION_MAJOR) + "." +
+                  std::to_string(OFFLOAD_VERSION_MINOR) + "." +
+                  std::to_string(OFFLOAD_VERSION_PATCH);
     e["sw_sys"] = "Linux";
     return e;
   }
@@ -241,7 +247,8 @@ struct worker::state {
     release(h);
   }
 
-  void finish_failure(const std::shared_ptr<held_task>& h, const remote_exception& ex,
+  void finish_failure(const std::shared_ptr<held_task>& h,
+                      const remote_exception& ex,
                       std::optional<std::string> traceback) {
     const task_message& m = h->msg;
     std::vector<command> backend_part;
@@ -254,7 +261,8 @@ struct worker::state {
     }
     std::vector<command> broker_part = ack(h->held.tag);
     json e = task_event_base("task-failed", m);
-    e["exception"] = ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["exception"] =
+        ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
     e["traceback"] = traceback ? json(*traceback) : json(nullptr);
     task_event(broker_part, std::move(e));
     count.failed.fetch_add(1, std::memory_order_relaxed);
@@ -285,29 +293,32 @@ struct worker::state {
 
   /// The message sent again with the same id and retries + 1, due after `delay`; the original
   /// acked in the same transaction; RETRY stored.
-  void finish_retry(const std::shared_ptr<held_task>& h, const remote_exception& ex,
+  void finish_retry(const std::shared_ptr<held_task>& h,
+                    const remote_exception& ex,
                     std::chrono::milliseconds delay) {
     const task_message& m = h->msg;
     task_message again = m;
     again.retries = m.retries + 1;
-    again.eta = format_iso8601_utc(wall_now() + std::chrono::duration_cast<std::chrono::microseconds>(delay));
+    again.eta = format_iso8601_utc(wall_now() +
+                                   std::chrono::duration_cast<std::chrono::microseconds>(delay));
     again.parent_id = m.id;
     again.delivery_tag = uuid4();
     again.redelivered = false;
     again.extra_headers.erase("redelivered");
     std::vector<command> backend_part;
     if (!m.ignore_result) {
-      const std::string traceback = "Retry in " + std::to_string(delay.count()) + " ms: " + ex.type + ": " + ex.text();
+      const std::string traceback =
+          "Retry in " + std::to_string(delay.count()) + " ms: " + ex.type + ": " + ex.text();
       backend_part = store_and_publish(result_document::retry(m.id, ex, traceback));
     }
     const std::string queue = queue_of_list(h->held.list);
-    std::vector<command> broker_part{{"MULTI"},
-                                     {"LPUSH", redis_priority_list(queue, m.priority),
-                                      encode_redis_envelope(again)}};
+    std::vector<command> broker_part{
+        {"MULTI"}, {"LPUSH", redis_priority_list(queue, m.priority), encode_redis_envelope(again)}};
     for (auto& c : ack(h->held.tag)) broker_part.push_back(std::move(c));
     broker_part.push_back({"EXEC"});
     json e = task_event_base("task-retried", m);
-    e["exception"] = ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["exception"] =
+        ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
     e["traceback"] = nullptr;
     task_event(broker_part, std::move(e));
     count.retried.fetch_add(1, std::memory_order_relaxed);
@@ -321,9 +332,8 @@ struct worker::state {
     log("rejected a malformed message from '" + queue_of_list(held.list) + "': " + e.what());
     std::vector<command> backend_part;
     if (!e.task_id().empty()) {
-      const remote_exception ex{"ValueError",
-                                json::array({std::string("malformed message: ") + e.what()}),
-                                "builtins"};
+      const remote_exception ex{
+          "ValueError", json::array({std::string("malformed message: ") + e.what()}), "builtins"};
       backend_part = store_and_publish(result_document::failure(
           e.task_id(), ex, std::nullopt, format_iso8601_naive(wall_now())));
     }
@@ -443,7 +453,8 @@ struct worker::state {
     if (h->task == nullptr) {
       log("unknown task '" + m.task + "' (id " + m.id + "): FAILURE NotRegistered");
       return finish_failure(
-          h, remote_exception{"NotRegistered", json::array({m.task}), "celery.exceptions"},
+          h,
+          remote_exception{"NotRegistered", json::array({m.task}), "celery.exceptions"},
           std::nullopt);
     }
     if (revoked.contains(m.id))
@@ -562,7 +573,8 @@ void worker::state::reporter_loop() {
                                          static_cast<double>(opts.visibility_timeout.count()));
         if (n > 0) {
           count.restored.fetch_add(n, std::memory_order_relaxed);
-          log("restored " + std::to_string(n) + " unacknowledged message(s) past the visibility timeout");
+          log("restored " + std::to_string(n) +
+              " unacknowledged message(s) past the visibility timeout");
         }
         next_restore = now + opts.restore_every;
       }
@@ -602,15 +614,29 @@ json worker::state::control_reply(const json& request) {
     for (const std::string& q : opts.queues)
       out.push_back({{"name", q},
                      {"exchange",
-                      {{"name", q}, {"type", "direct"}, {"arguments", nullptr}, {"durable", true},
-                       {"passive", false}, {"auto_delete", false}, {"delivery_mode", nullptr},
+                      {{"name", q},
+                       {"type", "direct"},
+                       {"arguments", nullptr},
+                       {"durable", true},
+                       {"passive", false},
+                       {"auto_delete", false},
+                       {"delivery_mode", nullptr},
                        {"no_declare", false}}},
-                     {"routing_key", q}, {"queue_arguments", nullptr},
-                     {"binding_arguments", nullptr}, {"consumer_arguments", nullptr},
-                     {"durable", true}, {"exclusive", false}, {"auto_delete", false},
-                     {"no_ack", false}, {"alias", nullptr}, {"bindings", json::array()},
-                     {"no_declare", nullptr}, {"expires", nullptr}, {"message_ttl", nullptr},
-                     {"max_length", nullptr}, {"max_length_bytes", nullptr},
+                     {"routing_key", q},
+                     {"queue_arguments", nullptr},
+                     {"binding_arguments", nullptr},
+                     {"consumer_arguments", nullptr},
+                     {"durable", true},
+                     {"exclusive", false},
+                     {"auto_delete", false},
+                     {"no_ack", false},
+                     {"alias", nullptr},
+                     {"bindings", json::array()},
+                     {"no_declare", nullptr},
+                     {"expires", nullptr},
+                     {"message_ttl", nullptr},
+                     {"max_length", nullptr},
+                     {"max_length_bytes", nullptr},
                      {"max_priority", nullptr}});
     return out;
   }
@@ -622,12 +648,19 @@ json worker::state::control_reply(const json& request) {
       if ((method == "scheduled") != waiting)
         continue;
       const task_message& m = h->msg;
-      json r = {{"id", m.id}, {"name", m.task}, {"args", m.args}, {"kwargs", m.kwargs},
-                {"type", m.task}, {"hostname", hostname},
-                {"time_start", unix_seconds(h->received)}, {"acknowledged", false},
+      json r = {{"id", m.id},
+                {"name", m.task},
+                {"args", m.args},
+                {"kwargs", m.kwargs},
+                {"type", m.task},
+                {"hostname", hostname},
+                {"time_start", unix_seconds(h->received)},
+                {"acknowledged", false},
                 {"delivery_info",
-                 {{"exchange", m.exchange}, {"routing_key", m.routing_key},
-                  {"priority", m.priority}, {"redelivered", m.redelivered}}},
+                 {{"exchange", m.exchange},
+                  {"routing_key", m.routing_key},
+                  {"priority", m.priority},
+                  {"redelivered", m.redelivered}}},
                 {"worker_pid", pid}};
       if (method == "scheduled")
         out.push_back({{"eta", m.eta ? json(*m.eta) : json(nullptr)},
@@ -670,13 +703,19 @@ json worker::state::control_reply(const json& request) {
               {"put-guarded-by-semaphore", false},
               {"timeouts", json::array({0, 0})}}},
             {"broker",
-             {{"hostname", broker.host}, {"port", broker.port}, {"virtual_host", std::to_string(broker.db)},
-              {"transport", "redis"}, {"ssl", false}}},
+             {{"hostname", broker.host},
+              {"port", broker.port},
+              {"virtual_host", std::to_string(broker.db)},
+              {"transport", "redis"},
+              {"ssl", false}}},
             {"prefetch_count", prefetch()},
             {"offload",
-             {{"received", count.received.load()}, {"succeeded", count.succeeded.load()},
-              {"failed", count.failed.load()}, {"retried", count.retried.load()},
-              {"revoked", count.revoked.load()}, {"rejected", count.rejected.load()},
+             {{"received", count.received.load()},
+              {"succeeded", count.succeeded.load()},
+              {"failed", count.failed.load()},
+              {"retried", count.retried.load()},
+              {"revoked", count.revoked.load()},
+              {"rejected", count.rejected.load()},
               {"restored", count.restored.load()}}}};
   }
   if (method == "heartbeat") {
@@ -730,7 +769,8 @@ void worker::state::control_loop(const std::atomic<bool>& stop) {
       const json& dest = request.contains("destination") ? request["destination"] : json();
       if (dest.is_array()) {
         bool mine = false;
-        for (const json& d : dest) mine = mine || (d.is_string() && d.get<std::string>() == hostname);
+        for (const json& d : dest)
+          mine = mine || (d.is_string() && d.get<std::string>() == hostname);
         if (!mine)
           continue;
       }
@@ -814,8 +854,8 @@ worker::worker(offload::executor& executor, const task_registry& tasks, worker_o
   if (s.backend.scheme != broker_url::kind::redis)
     throw std::invalid_argument("celery worker: result backend " + s.backend.redacted() +
                                 " is not redis:// (rpc:// needs RabbitMQ)");
-  s.backend_is_broker = s.backend.redacted() == s.broker.redacted() &&
-                        s.backend.password == s.broker.password;
+  s.backend_is_broker =
+      s.backend.redacted() == s.broker.redacted() && s.backend.password == s.broker.password;
   if (s.opts.queues.empty())
     throw std::invalid_argument("celery worker: no queues to consume");
   for (const std::string& q : s.opts.queues)
@@ -838,8 +878,14 @@ const std::string& worker::hostname() const noexcept {
 
 worker_stats worker::stats() const {
   const auto& c = m_state->count;
-  return {c.received.load(), c.succeeded.load(), c.failed.load(), c.retried.load(),
-          c.revoked.load(),  c.rejected.load(),  c.restored.load(), c.reconnects.load()};
+  return {c.received.load(),
+          c.succeeded.load(),
+          c.failed.load(),
+          c.retried.load(),
+          c.revoked.load(),
+          c.rejected.load(),
+          c.restored.load(),
+          c.reconnects.load()};
 }
 
 void worker::run() {
@@ -858,8 +904,12 @@ void worker::run() {
     }
   }
   s.report({}, {s.publish_event(s.worker_event("worker-online"))});
-  std::thread reporter([&s] { s.reporter_loop(); });
-  std::thread control([&] { s.control_loop(m_stop); });
+  std::thread reporter([&s] {
+    s.reporter_loop();
+  });
+  std::thread control([&] {
+    s.control_loop(m_stop);
+  });
   std::exception_ptr failure;
   try {
     s.log("consuming " + dumps(json(s.opts.queues)) + " on " + s.broker.redacted());
@@ -903,7 +953,8 @@ void worker::run() {
       if (n > 0)
         s.log("restored " + std::to_string(n) + " waiting ETA message(s) to their queues");
     } catch (const broker_error& e) {
-      s.log(std::string("could not put back the waiting ETA messages (restored later): ") + e.what());
+      s.log(std::string("could not put back the waiting ETA messages (restored later): ") +
+            e.what());
     }
   }
   if (failure)

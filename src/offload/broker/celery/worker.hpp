@@ -12,10 +12,9 @@
 #include <string>
 #include <vector>
 
-#include <offload/executor.hpp>
-
 #include <offload/broker/celery/task_message.hpp>
 #include <offload/broker/celery/task_registry.hpp>
+#include <offload/executor.hpp>
 
 namespace offload::broker::celery {
 
