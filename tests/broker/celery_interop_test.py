@@ -111,6 +111,21 @@ class CeleryInteropTest(unittest.TestCase):
         with self.assertRaises(TaskRevokedError):
             r.get(timeout=10)
 
+    def test_hard_time_limit_is_time_limit_exceeded(self):
+        from billiard.exceptions import TimeLimitExceeded
+        t0 = time.time()
+        r = self.app.send_task("tasks.sleep_ms", args=[3000], time_limit=0.5)
+        with self.assertRaises(TimeLimitExceeded):
+            r.get(timeout=10)
+        self.assertLess(time.time() - t0, 2.5)
+
+    def test_soft_time_limit_stops_the_task_early(self):
+        # sleep_ms's sleep ends early when its stop is requested; it returns what it was asked.
+        t0 = time.time()
+        r = self.app.send_task("tasks.sleep_ms", args=[3000], soft_time_limit=0.3)
+        self.assertEqual(r.get(timeout=10), 3000)
+        self.assertLess(time.time() - t0, 2.5)
+
     def test_unknown_task_is_not_registered(self):
         with self.assertRaises(NotRegistered):
             self.app.send_task("tasks.does_not_exist", args=[1]).get(timeout=10)

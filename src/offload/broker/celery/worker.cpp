@@ -87,9 +87,11 @@ struct held_task {
   held_message held;
   task_message msg;
   const registered_task* task = nullptr;
-  bool eta = false;  ///< waiting for its ETA (counted in eta_held, not busy)
-  offload::future<void> run;
+  bool eta = false;           ///< waiting for its ETA (counted in eta_held, not busy)
+  offload::future<void> run;  // hand_mutex (set by the consumer after submit)
   wall_time received{};
+  bool soft_expired = false;       // hand_mutex: the soft time limit passed before `run` was set
+  std::atomic<bool> ended{false};  // the first finish_* claims the message; a late one drops
 };
 
 struct worker::state {
@@ -113,6 +115,12 @@ struct worker::state {
   std::vector<command> backend_cmds;
   std::vector<command> broker_cmds;
   bool reporter_exit = false;
+  struct time_limit {
+    std::weak_ptr<held_task> task;
+    bool hard = false;
+    double seconds = 0;
+  };
+  std::multimap<steady::time_point, time_limit> limits;  // report_mutex; due first
 
   // Messages in hand, by delivery tag.
   mutable std::mutex hand_mutex;  // guards hand
@@ -230,7 +238,17 @@ struct worker::state {
     slot_cv.notify_one();
   }
 
+  /// The first end of a message wins; a task's result after its hard time limit is dropped.
+  bool claim(const std::shared_ptr<held_task>& h) {
+    if (!h->ended.exchange(true, std::memory_order_acq_rel))  // pairs with itself: one winner
+      return true;
+    log("the result of task " + h->msg.id + " came after its hard time limit: discarded");
+    return false;
+  }
+
   void finish_revoked(const std::shared_ptr<held_task>& h, bool expired) {
+    if (!claim(h))
+      return;
     const task_message& m = h->msg;
     std::vector<command> backend_part;
     if (!m.ignore_result)
@@ -250,6 +268,8 @@ struct worker::state {
   void finish_failure(const std::shared_ptr<held_task>& h,
                       const remote_exception& ex,
                       std::optional<std::string> traceback) {
+    if (!claim(h))
+      return;
     const task_message& m = h->msg;
     std::vector<command> backend_part;
     if (!m.ignore_result) {
@@ -271,6 +291,8 @@ struct worker::state {
   }
 
   void finish_success(const std::shared_ptr<held_task>& h, json value, double runtime) {
+    if (!claim(h))
+      return;
     const task_message& m = h->msg;
     std::vector<command> backend_part;
     const std::string text = dumps(value);
@@ -296,6 +318,8 @@ struct worker::state {
   void finish_retry(const std::shared_ptr<held_task>& h,
                     const remote_exception& ex,
                     std::chrono::milliseconds delay) {
+    if (!claim(h))
+      return;
     const task_message& m = h->msg;
     task_message again = m;
     again.retries = m.retries + 1;
@@ -368,6 +392,7 @@ struct worker::state {
       if (!ev.empty())
         report({}, std::move(ev));
     }
+    arm_time_limits(h);
     {
       std::lock_guard lock(total_mutex);
       ++total[m.task];
@@ -476,7 +501,7 @@ struct worker::state {
       }
     }
     try {
-      h->run = executor.submit(o, [this, h] {
+      offload::future<void> run = executor.submit(o, [this, h] {
         try {
           execute(h);
         } catch (...) {  // a bug of the worker's own, not of the task: the message still ends
@@ -484,12 +509,63 @@ struct worker::state {
           finish_failure(h, to_remote_exception(std::current_exception()), std::nullopt);
         }
       });
+      std::lock_guard lock(hand_mutex);
+      h->run = std::move(run);
+      if (h->soft_expired)
+        h->run.cancel();
     } catch (const std::exception& e) {
       // The executor refused it (shutting down): leave it unacked, restored at exit.
       log(std::string("the executor refused task ") + m.id + ": " + e.what());
       std::lock_guard lock(hand_mutex);
       (h->eta ? eta_held : busy).fetch_sub(1, std::memory_order_relaxed);
       hand.erase(h->held.tag);
+    }
+  }
+
+  /// `timelimit: [hard, soft]` from the task's start: the soft limit cancels its future (the
+  /// task sees this_task::stop_requested(), and its sleeps end early); the hard limit stores
+  /// FAILURE TimeLimitExceeded and acks, and what the task returns later is dropped (a running
+  /// C++ function cannot be killed: it keeps its executor worker until it returns).
+  void arm_time_limits(const std::shared_ptr<held_task>& h) {
+    const task_message& m = h->msg;
+    const auto at = [](double s) {
+      return steady::now() + std::chrono::duration_cast<steady::duration>(
+                                 std::chrono::duration<double>(std::min(s, 1e9)));
+    };
+    bool armed = false;
+    {
+      std::lock_guard lock(report_mutex);
+      if (m.time_limit_soft && *m.time_limit_soft > 0) {
+        limits.emplace(at(*m.time_limit_soft), time_limit{h, false, *m.time_limit_soft});
+        armed = true;
+      }
+      if (m.time_limit_hard && *m.time_limit_hard > 0) {
+        limits.emplace(at(*m.time_limit_hard), time_limit{h, true, *m.time_limit_hard});
+        armed = true;
+      }
+    }
+    if (armed)
+      report_cv.notify_one();
+  }
+
+  /// Runs on the reporter thread: the limits that are due.
+  void enforce_time_limits(std::vector<time_limit> due) {
+    for (const time_limit& l : due) {
+      const std::shared_ptr<held_task> h = l.task.lock();
+      if (!h || h->ended.load(std::memory_order_acquire))  // pairs with claim()
+        continue;
+      if (!l.hard) {
+        std::lock_guard lock(hand_mutex);
+        h->soft_expired = true;
+        if (h->run.valid())
+          h->run.cancel();
+        continue;
+      }
+      log("task " + h->msg.id + " passed its hard time limit of " + dumps(json(l.seconds)) + " s");
+      finish_failure(
+          h,
+          remote_exception{"TimeLimitExceeded", json::array({l.seconds}), "billiard.exceptions"},
+          std::nullopt);
     }
   }
 
@@ -532,9 +608,22 @@ void worker::state::reporter_loop() {
   for (;;) {
     {
       std::unique_lock lock(report_mutex);
-      report_cv.wait_until(lock, next_heartbeat, [&] {
-        return !backend_cmds.empty() || !broker_cmds.empty() || reporter_exit;
+      const auto wake =
+          limits.empty() ? next_heartbeat : std::min(next_heartbeat, limits.begin()->first);
+      report_cv.wait_until(lock, wake, [&] {
+        return !backend_cmds.empty() || !broker_cmds.empty() || reporter_exit ||
+               (!limits.empty() && limits.begin()->first < wake);
       });
+      std::vector<time_limit> due;
+      while (!limits.empty() && limits.begin()->first <= steady::now()) {
+        due.push_back(limits.begin()->second);
+        limits.erase(limits.begin());
+      }
+      if (!due.empty()) {
+        lock.unlock();
+        enforce_time_limits(std::move(due));
+        continue;  // what they reported is picked up at once
+      }
       for (auto& c : backend_cmds) backend_batch.push_back(std::move(c));
       for (auto& c : broker_cmds) broker_batch.push_back(std::move(c));
       backend_cmds.clear();
@@ -926,12 +1015,13 @@ void worker::run() {
       if (h->eta)
         waiting.push_back(h);
   }
-  for (const auto& h : waiting)
+  for (const auto& h : waiting) {
+    std::lock_guard lock(s.hand_mutex);
     if (h->run.valid() && h->run.cancel()) {
-      std::lock_guard lock(s.hand_mutex);
       s.hand.erase(h->held.tag);
       s.eta_held.fetch_sub(1, std::memory_order_relaxed);
     }
+  }
   {
     std::unique_lock lock(s.hand_mutex);
     while (!s.hand.empty() && !s.fatal.load(std::memory_order_acquire))
