@@ -226,6 +226,10 @@ class RestoreAfterKillTest(unittest.TestCase):
             w = start_worker(url, name)
             try:
                 self.assertEqual(r.get(timeout=20), 3000)
+                # The ack follows the result in the same pipeline: it may land a moment later.
+                deadline = time.time() + 5
+                while red.hlen("unacked") and time.time() < deadline:
+                    time.sleep(0.02)
                 self.assertEqual(red.hlen("unacked"), 0)
             finally:
                 w.send_signal(signal.SIGTERM)
