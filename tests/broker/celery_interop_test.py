@@ -4,7 +4,10 @@ Redis started on loopback for the test: results, failures, retries, countdown, e
 revocation, unknown tasks, malformed messages, remote control, events, and restore after the
 worker is killed.
 
-Usage: celery_interop_test.py PATH/TO/celery_worker PATH/TO/scripts/lib/brokers.sh
+Also the C++ client (examples/celery_client) against a Python Celery worker and against the C++
+worker.
+
+Usage: celery_interop_test.py PATH/TO/celery_worker PATH/TO/celery_client PATH/TO/brokers.sh
 """
 import json
 import os
@@ -21,7 +24,13 @@ from celery import Celery
 from celery.exceptions import NotRegistered, TaskRevokedError
 
 WORKER_BIN = None
+CLIENT_BIN = None
 BROKERS_SH = None
+
+
+def run_client(url, *args):
+    return subprocess.run([CLIENT_BIN, "--broker", url, "--result-backend", url, *args],
+                          capture_output=True, text=True, timeout=60)
 
 
 def start_worker(url, hostname, extra=()):
@@ -162,6 +171,16 @@ class CeleryInteropTest(unittest.TestCase):
             self.app.AsyncResult(bad_id).get(timeout=5)
         self.assertIn("2 elements", str(ctx.exception))
 
+    def test_cpp_client_against_the_cpp_worker(self):
+        p = run_client(self.url, "--task", "tasks.add", "--kwargs", '{"x": 40, "y": 2}')
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "42"), p.stderr)
+        p = run_client(self.url, "--task", "tasks.fail", "--args", '["no"]')
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr.strip(), "ValueError: no")
+        p = run_client(self.url, "--task", "tasks.add", "--args", "[1]", "--countdown", "0.5")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("TypeError", p.stderr)
+
     def test_inspect_answers(self):
         i = self.app.control.inspect(destination=[self.hostname], timeout=2)
         self.assertEqual(i.ping(), {self.hostname: {"ok": "pong"}})
@@ -276,8 +295,42 @@ class RestoreAfterKillTest(unittest.TestCase):
             subprocess.run([BROKERS_SH, "stop", d], check=False)
 
 
+class CppClientPythonWorkerTest(unittest.TestCase):
+    """The C++ client sends to a Python Celery worker and gets its results and failures."""
+
+    def test_results_failures_and_bad_arguments(self):
+        d = tempfile.mkdtemp(prefix="offload-celery-client-")
+        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        url = f"redis://127.0.0.1:{port}/0"
+        env = dict(os.environ, OFFLOAD_CELERY_URL=url,
+                   PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+        py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks", "worker",
+                               "--pool=solo", "--without-mingle", "--without-gossip",
+                               "-n", "py-serve@localhost", "-l", "warning"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p = run_client(url, "--task", "tasks.add", "--args", "[2, 3]", "--timeout-s", "30")
+            self.assertEqual((p.returncode, p.stdout.strip()), (0, "5"), p.stderr)
+            p = run_client(url, "--task", "tasks.add", "--kwargs", '{"x": "a", "y": "b"}',
+                           "--countdown", "0.3")
+            self.assertEqual((p.returncode, p.stdout.strip()), (0, '"ab"'), p.stderr)
+            p = run_client(url, "--task", "tasks.fail", "--args", '["from python"]')
+            self.assertEqual((p.returncode, p.stderr.strip()), (1, "ValueError: from python"))
+            p = run_client(url, "--task", "tasks.nope", "--timeout-s", "10")
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("NotRegistered", p.stderr)
+            p = run_client(url, "--task", "tasks.add", "--args", "{}")
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("--args must be a JSON array", p.stderr)
+        finally:
+            py.terminate()
+            py.wait(timeout=30)
+            subprocess.run([BROKERS_SH, "stop", d], check=False)
+
+
 if __name__ == "__main__":
-    WORKER_BIN, BROKERS_SH = sys.argv[1], sys.argv[2]
+    WORKER_BIN, CLIENT_BIN, BROKERS_SH = sys.argv[1], sys.argv[2], sys.argv[3]
     try:
         unittest.main(argv=sys.argv[:1], verbosity=2)
     finally:

@@ -1,5 +1,6 @@
 """A Python Celery app with the same task names as examples/celery_worker, for the tests in which
-a Python worker takes over what a C++ worker left (celery_interop_test.py). The broker URL comes
+a Python worker serves the C++ client or takes over what a C++ worker left
+(celery_interop_test.py). The broker URL comes
 from OFFLOAD_CELERY_URL; the visibility timeout is 1 s so that a restore happens at once."""
 import os
 import time
@@ -10,6 +11,16 @@ url = os.environ["OFFLOAD_CELERY_URL"]
 app = Celery("celery_py_tasks", broker=url, backend=url)
 app.conf.broker_transport_options = {"visibility_timeout": 1}
 app.conf.worker_hijack_root_logger = False
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tasks.fail")
+def fail(message):
+    raise ValueError(message)
 
 
 @app.task(name="tasks.sleep_ms")

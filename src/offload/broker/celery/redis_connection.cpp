@@ -101,10 +101,7 @@ void redis_connection::connect() {
     command({"SELECT", std::to_string(m_url.db)});
 }
 
-redis_reply redis_connection::command(const args& a, std::chrono::milliseconds extra) {
-  if (m_ctx == nullptr)
-    connect();
-  set_timeout(m_io_timeout + extra);
+void redis_connection::append(const args& a) {
   std::vector<const char*> argv;
   std::vector<std::size_t> lens;
   argv.reserve(a.size());
@@ -113,32 +110,32 @@ redis_reply redis_connection::command(const args& a, std::chrono::milliseconds e
     argv.push_back(s.data());
     lens.push_back(s.size());
   }
-  auto* raw = static_cast<redisReply*>(
-      redisCommandArgv(m_ctx, static_cast<int>(argv.size()), argv.data(), lens.data()));
-  if (raw == nullptr)
+  if (redisAppendCommandArgv(m_ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
+      REDIS_OK)
+    fail("queueing " + std::string(a.front()) + " failed");
+}
+
+redis_reply redis_connection::command(const args& a, std::chrono::milliseconds extra) {
+  if (m_ctx == nullptr)
+    connect();
+  set_timeout(m_io_timeout + extra);
+  append(a);
+  void* raw = nullptr;
+  if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
     fail(std::string(a.front()) + " failed");
-  redis_reply r(raw);
-  if (raw->type == REDIS_REPLY_ERROR)
+  auto* r = static_cast<redisReply*>(raw);
+  redis_reply owned(r);
+  if (r->type == REDIS_REPLY_ERROR)
     throw broker_refused(describe() + ": " + std::string(a.front()) +
-                         " refused: " + std::string(raw->str, raw->len));
-  return r;
+                         " refused: " + std::string(r->str, r->len));
+  return owned;
 }
 
 std::vector<redis_reply> redis_connection::pipeline(const std::vector<args>& commands) {
   if (m_ctx == nullptr)
     connect();
   set_timeout(m_io_timeout);
-  for (const args& a : commands) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lens;
-    for (std::string_view s : a) {
-      argv.push_back(s.data());
-      lens.push_back(s.size());
-    }
-    if (redisAppendCommandArgv(m_ctx, static_cast<int>(argv.size()), argv.data(), lens.data()) !=
-        REDIS_OK)
-      fail("queueing " + std::string(a.front()) + " failed");
-  }
+  for (const args& a : commands) append(a);
   std::vector<redis_reply> replies;
   std::string refused;
   for (const args& a : commands) {
@@ -153,6 +150,17 @@ std::vector<redis_reply> redis_connection::pipeline(const std::vector<args>& com
   if (!refused.empty())
     throw broker_refused(describe() + ": " + refused);
   return replies;
+}
+
+void redis_connection::send(const args& a) {
+  if (m_ctx == nullptr)
+    connect();
+  set_timeout(m_io_timeout);
+  append(a);
+  int done = 0;
+  while (done == 0)
+    if (redisBufferWrite(m_ctx, &done) != REDIS_OK)
+      fail("sending " + std::string(a.front()) + " failed");
 }
 
 std::optional<redis_reply> redis_connection::next_push(std::chrono::milliseconds timeout) {

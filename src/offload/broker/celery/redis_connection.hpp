@@ -62,19 +62,24 @@ class redis_connection {
   /// throws broker_refused after all replies are read.
   std::vector<redis_reply> pipeline(const std::vector<args>& commands);
 
-  /// Subscriber mode: after PSUBSCRIBE/SUBSCRIBE through command(), waits up to `timeout` for
-  /// the next pushed message. Nothing: none in time. Throws broker_error on a lost connection.
+  /// Writes one command without reading its reply (subscriber mode: SUBSCRIBE/UNSUBSCRIBE,
+  /// whose confirmations arrive through next_push() among the messages). Connects if needed.
+  void send(const args& a);
+  /// Subscriber mode: after PSUBSCRIBE/SUBSCRIBE through command() or send(), waits up to `timeout`
+  /// for the next pushed message. Nothing: none in time. Throws broker_error on a lost connection.
   std::optional<redis_reply> next_push(std::chrono::milliseconds timeout);
 
   /// Bumped at each new connection: state tied to a connection (subscriptions) is renewed by
   /// the caller when it changes.
   std::uint64_t generation() const noexcept { return m_generation; }
+  bool connected() const noexcept { return m_ctx != nullptr; }
   const broker_url& url() const noexcept { return m_url; }
   std::string describe() const;  ///< "redis 127.0.0.1:6379/0"
   void disconnect() noexcept;
 
  private:
   void connect();
+  void append(const args& a);  ///< queues a command in hiredis' output buffer
   void set_timeout(std::chrono::milliseconds t);
   [[noreturn]] void fail(const std::string& what);
 
