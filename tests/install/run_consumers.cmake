@@ -37,6 +37,7 @@ function(install_offload name)
       -DOFFLOAD_BUILD_TESTS=OFF -DOFFLOAD_BUILD_EXAMPLES=OFF -DOFFLOAD_BUILD_BENCHMARKS=OFF
       -DOFFLOAD_BUILD_BROKER=OFF -DOFFLOAD_INSTALL=ON "-DCMAKE_INSTALL_PREFIX=${WORK_DIR}/${name}"
       ${ARGN})
+  run(${CMAKE_COMMAND} --build "${WORK_DIR}/${name}-build")  # nothing to build when header-only
   run(${CMAKE_COMMAND} --install "${WORK_DIR}/${name}-build")
 endfunction()
 
