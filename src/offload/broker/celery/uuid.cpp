@@ -13,7 +13,7 @@ std::string uuid4() {
   }());
   std::uint64_t hi = gen();
   std::uint64_t lo = gen();
-  hi = (hi & ~std::uint64_t{0xF000}) | 0x4000;  // version 4
+  hi = (hi & ~std::uint64_t{0xF000}) | 0x4000;                         // version 4
   lo = (lo & ~(std::uint64_t{0xC} << 60)) | (std::uint64_t{8} << 60);  // variant 10
   static constexpr char digits[] = "0123456789abcdef";
   std::string out;
