@@ -9,6 +9,7 @@ worker.
 
 Usage: celery_interop_test.py PATH/TO/celery_worker PATH/TO/celery_client PATH/TO/brokers.sh
 """
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,18 @@ from celery.exceptions import NotRegistered, TaskRevokedError
 WORKER_BIN = None
 CLIENT_BIN = None
 BROKERS_SH = None
+
+
+@contextlib.contextmanager
+def redis_server(prefix):
+    """A Redis of the test's own on loopback (scripts/lib/brokers.sh); yields its URL."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        subprocess.run([BROKERS_SH, "stop", d], check=False)
 
 
 def run_client(url, *args):
@@ -224,23 +237,12 @@ class RestoreAfterKillTest(unittest.TestCase):
     same name restores the task from `unacked` and runs it; nothing is lost."""
 
     def test_killed_worker_task_is_run_after_restart(self):
-        d = tempfile.mkdtemp(prefix="offload-celery-kill-")
-        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
+        with redis_server("offload-celery-kill-") as url:
             app = Celery("kill", broker=url, backend=url)
             name = f"cpp-kill-{uuid.uuid4().hex[:8]}@localhost"
             w = start_worker(url, name)
             r = app.send_task("tasks.sleep_ms", args=[3000])
-            import redis
-            red = redis.Redis.from_url(url)
-            deadline = time.time() + 10
-            while red.hlen("unacked") == 0 and time.time() < deadline:
-                time.sleep(0.02)
-            self.assertEqual(red.hlen("unacked"), 1)
-            w.kill()
-            w.wait()
+            red = kill_while_holding(self, url, w)
             self.assertEqual(red.hlen("unacked"), 1)  # still recorded, not lost
             w = start_worker(url, name)
             try:
@@ -256,60 +258,56 @@ class RestoreAfterKillTest(unittest.TestCase):
             r.forget()
             del r
             app.close()
-        finally:
-            subprocess.run([BROKERS_SH, "stop", d], check=False)
 
     def test_python_worker_restores_what_a_killed_cpp_worker_held(self):
-        d = tempfile.mkdtemp(prefix="offload-celery-py-")
-        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        url = f"redis://127.0.0.1:{port}/0"
-        py = None
-        try:
+        with redis_server("offload-celery-py-") as url:
             app = Celery("kill2", broker=url, backend=url)
             w = start_worker(url, f"cpp-kill-{uuid.uuid4().hex[:8]}@localhost")
             r = app.send_task("tasks.sleep_ms", args=[2000])
-            import redis
-            red = redis.Redis.from_url(url)
-            deadline = time.time() + 10
-            while red.hlen("unacked") == 0 and time.time() < deadline:
-                time.sleep(0.02)
-            self.assertEqual(red.hlen("unacked"), 1)
-            w.kill()
-            w.wait()
+            kill_while_holding(self, url, w)
             time.sleep(1.2)  # past the Python side's visibility timeout of 1 s
-            env = dict(os.environ, OFFLOAD_CELERY_URL=url,
-                       PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
-            py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks",
-                                   "worker", "--pool=solo", "--without-mingle",
-                                   "--without-gossip", "-n", "py@localhost", "-l", "warning"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.assertEqual(r.get(timeout=30), 2000)
-            r.forget()
-            del r
-            app.close()
-        finally:
-            if py is not None:
-                py.terminate()
-                py.wait(timeout=30)
-            subprocess.run([BROKERS_SH, "stop", d], check=False)
+            with python_worker(url, "py@localhost"):
+                self.assertEqual(r.get(timeout=30), 2000)
+                r.forget()
+                del r
+                app.close()
+
+
+def kill_while_holding(test, url, worker):
+    """Waits until `worker` holds one message (recorded in `unacked`), then SIGKILLs it."""
+    import redis
+    red = redis.Redis.from_url(url)
+    deadline = time.time() + 10
+    while red.hlen("unacked") == 0 and time.time() < deadline:
+        time.sleep(0.02)
+    test.assertEqual(red.hlen("unacked"), 1)
+    worker.kill()
+    worker.wait()
+    return red
+
+
+@contextlib.contextmanager
+def python_worker(url, name):
+    """Celery's own worker (solo pool) serving tests/broker/celery_py_tasks.py."""
+    env = dict(os.environ, OFFLOAD_CELERY_URL=url,
+               PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+    py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks", "worker",
+                           "--pool=solo", "--without-mingle", "--without-gossip",
+                           "-n", name, "-l", "warning"],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield py
+    finally:
+        py.terminate()
+        py.wait(timeout=30)
 
 
 class CppClientPythonWorkerTest(unittest.TestCase):
     """The C++ client sends to a Python Celery worker and gets its results and failures."""
 
     def test_results_failures_and_bad_arguments(self):
-        d = tempfile.mkdtemp(prefix="offload-celery-client-")
-        port = subprocess.run([BROKERS_SH, "start", "redis", d], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        url = f"redis://127.0.0.1:{port}/0"
-        env = dict(os.environ, OFFLOAD_CELERY_URL=url,
-                   PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
-        py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks", "worker",
-                               "--pool=solo", "--without-mingle", "--without-gossip",
-                               "-n", "py-serve@localhost", "-l", "warning"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with redis_server("offload-celery-client-") as url, \
+                python_worker(url, "py-serve@localhost"):
             p = run_client(url, "--task", "tasks.add", "--args", "[2, 3]", "--timeout-s", "30")
             self.assertEqual((p.returncode, p.stdout.strip()), (0, "5"), p.stderr)
             p = run_client(url, "--task", "tasks.add", "--kwargs", '{"x": "a", "y": "b"}',
@@ -323,10 +321,6 @@ class CppClientPythonWorkerTest(unittest.TestCase):
             p = run_client(url, "--task", "tasks.add", "--args", "{}")
             self.assertEqual(p.returncode, 2)
             self.assertIn("--args must be a JSON array", p.stderr)
-        finally:
-            py.terminate()
-            py.wait(timeout=30)
-            subprocess.run([BROKERS_SH, "stop", d], check=False)
 
 
 if __name__ == "__main__":

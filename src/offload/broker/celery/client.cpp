@@ -21,10 +21,6 @@ std::string meta_key(const std::string& id) {
   return "celery-task-meta-" + id;
 }
 
-wall_time wall_now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 }  // namespace
 
 struct client::state {

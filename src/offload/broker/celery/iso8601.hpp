@@ -10,6 +10,11 @@ namespace offload::broker::celery {
 
 using wall_time = std::chrono::time_point<std::chrono::system_clock, std::chrono::microseconds>;
 
+/// The system clock now, at the microseconds Celery's times carry.
+inline wall_time wall_now() {
+  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
+}
+
 /// Reads `YYYY-MM-DDTHH:MM:SS[.f{1,6}][Z|±HH:MM]`, the forms Python's isoformat() writes and
 /// Celery accepts. A time without an offset is read as UTC (pitfall 8 of the protocol notes:
 /// Celery reads it in the worker's zone; offload's workers take UTC). Throws

@@ -29,12 +29,13 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 using command = std::vector<std::string>;
 
-wall_time wall_now() {
-  return std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now());
-}
-
 double unix_seconds(wall_time t) {
   return static_cast<double>(t.time_since_epoch().count()) / 1e6;
+}
+
+/// An exception as Python's repr() shows it in events: `ValueError("no")`.
+std::string python_repr(const remote_exception& ex) {
+  return ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
 }
 
 /// The queue a priority list belongs to: "celery\x06\x163" → "celery".
@@ -104,6 +105,7 @@ struct worker::state {
   broker_url broker;
   broker_url backend;
   bool backend_is_broker = true;
+  redis_keys keys;  // the names redis_broker uses; acks queued for the reporter name them too
   std::string hostname;
   int pid = static_cast<int>(::getpid());
   steady::time_point started = steady::now();
@@ -172,9 +174,8 @@ struct worker::state {
     return {store(d), {"PUBLISH", "celery-task-meta-" + d.task_id, encode_redis_result(d)}};
   }
   std::vector<command> ack(const std::string& tag) const {
-    return {{"ZREM", "unacked_index", tag},
-            {"HDEL", "unacked", tag},
-            {"HDEL", "offload.unacked_owner", tag}};
+    return {
+        {"ZREM", keys.unacked_index, tag}, {"HDEL", keys.unacked, tag}, {"HDEL", keys.owner, tag}};
   }
 
   json event(std::string type) {
@@ -281,8 +282,7 @@ struct worker::state {
     }
     std::vector<command> broker_part = ack(h->held.tag);
     json e = task_event_base("task-failed", m);
-    e["exception"] =
-        ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["exception"] = python_repr(ex);
     e["traceback"] = traceback ? json(*traceback) : json(nullptr);
     task_event(broker_part, std::move(e));
     count.failed.fetch_add(1, std::memory_order_relaxed);
@@ -341,8 +341,7 @@ struct worker::state {
     for (auto& c : ack(h->held.tag)) broker_part.push_back(std::move(c));
     broker_part.push_back({"EXEC"});
     json e = task_event_base("task-retried", m);
-    e["exception"] =
-        ex.type + "(" + dumps(ex.message.size() == 1 ? ex.message[0] : ex.message) + ")";
+    e["exception"] = python_repr(ex);
     e["traceback"] = nullptr;
     task_event(broker_part, std::move(e));
     count.retried.fetch_add(1, std::memory_order_relaxed);
@@ -596,7 +595,7 @@ void worker::state::reporter_loop() {
   std::unique_ptr<redis_connection> backend_conn;
   if (!backend_is_broker)
     backend_conn = std::make_unique<redis_connection>(backend);
-  redis_broker rb(broker_conn);
+  redis_broker rb(broker_conn, keys);
   auto next_heartbeat = steady::now() + opts.heartbeat;
   const auto refresh_every = std::max<std::chrono::seconds>(1s, opts.visibility_timeout / 4);
   auto next_refresh = steady::now() + refresh_every;
@@ -827,7 +826,7 @@ json worker::state::control_reply(const json& request) {
 void worker::state::control_loop(const std::atomic<bool>& stop) {
   redis_connection sub(broker, 2000ms, 5000ms);
   redis_connection out(broker);
-  redis_broker replies(out);
+  redis_broker replies(out, keys);
   const std::string channel = fanout_prefix(broker) + "celery.pidbox";
   std::uint64_t subscribed = 0;
   while (!stop.load(std::memory_order_relaxed) && !fatal.load(std::memory_order_relaxed)) {
@@ -889,7 +888,7 @@ void worker::state::control_loop(const std::atomic<bool>& stop) {
 
 void worker::state::consume(const std::atomic<bool>& stop) {
   redis_connection conn(broker);
-  redis_broker rb(conn);
+  redis_broker rb(conn, keys);
   auto last_ok = steady::now();
   bool broken = false;
   while (!stop.load(std::memory_order_relaxed)) {
@@ -983,7 +982,7 @@ void worker::run() {
     // What an earlier run under this hostname held (killed, say) goes back first, and what
     // anyone left past the visibility timeout.
     redis_connection conn(s.broker);
-    redis_broker rb(conn);
+    redis_broker rb(conn, s.keys);
     const double now = unix_seconds(wall_now());
     const std::size_t n =
         rb.restore(now - static_cast<double>(s.opts.visibility_timeout.count()), s.hostname);
@@ -1038,7 +1037,7 @@ void worker::run() {
   if (!failure && !s.fatal.load(std::memory_order_acquire)) {
     try {
       redis_connection conn(s.broker);
-      redis_broker rb(conn);
+      redis_broker rb(conn, s.keys);
       const std::size_t n = rb.restore(0, s.hostname);  // the cancelled ETA tasks
       if (n > 0)
         s.log("restored " + std::to_string(n) + " waiting ETA message(s) to their queues");
