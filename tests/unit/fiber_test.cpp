@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "unit/test_support.hpp"
@@ -162,22 +163,20 @@ TEST(Fibers, StacksAreReusedAcrossManyWaits) {
   EXPECT_EQ(stats.suspended, 0u);
 }
 
-// yield() lets one other queued task run before the caller continues.
+// yield() lets one other queued task run before the caller continues. The first task holds the
+// only worker without suspending until the second is queued, so the second can only run in yield().
 TEST(Fibers, YieldLetsAQueuedTaskRunFirst) {
   offload::executor ex{one_worker()};
   std::atomic<bool> other_ran{false};
-  offload::promise<void> go;
-  auto gate = go.get_future();
-  auto first = ex.submit([&, g = std::move(gate)]() mutable {
-    g.get();  // suspends until the second task is queued behind it
+  std::atomic<bool> second_queued{false};
+  auto first = ex.submit([&] {
+    while (!second_queued.load()) std::this_thread::yield();
     const bool before = other_ran.load();
     offload::this_task::yield();
     return !before && other_ran.load();
   });
-  auto second = ex.submit([&] {
-    other_ran.store(true);
-  });
-  go.set_value();
+  auto second = ex.submit([&] { other_ran.store(true); });
+  second_queued.store(true);
   EXPECT_TRUE(first.get());
   second.get();
 }
