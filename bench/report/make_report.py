@@ -7,7 +7,9 @@ summary table.
 Reads RUN_DIR/raw/brokered.jsonl (rows from broker_bench, offload_roundtrip and python_bench, or
 failures: rows with "error"), RUN_DIR/raw/executor_bench.json (Google Benchmark, optional) and
 RUN_DIR/machine.txt. Every path has exactly one row with variant "default"; a path that could not
-be measured has its rows marked "measured": false with the reason, and no figures.
+be measured has its rows marked "measured": false with the reason, and no figures. A (path,
+variant) measured in several interleaved rounds becomes one row of medians, each figure with its
+range ("<figure>_range": [min, max], "rounds": n).
 """
 import json
 import os
@@ -123,11 +125,39 @@ def read_machine(run_dir):
     return out
 
 
+WORKER_FIGURES = ["worker_p50_us", "worker_p99_us", "worker_mean_us"]
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def merge_rounds(group):
+    """Rows of one (path, variant) measured in several interleaved rounds: each figure is the
+    median of the rounds, with its [min, max] in <figure>_range and the round count in rounds."""
+    measured = [r for r in group if r["measured"]]
+    if not measured:
+        return group[-1]
+    if len(measured) == 1:
+        return measured[0]
+    out = dict(measured[0])
+    out["rounds"] = len(measured)
+    for k in FIGURES + WORKER_FIGURES:
+        vals = [r[k] for r in measured if r.get(k) is not None]
+        if vals:
+            out[k] = median(vals)
+            out[k + "_range"] = [min(vals), max(vals)]
+    return out
+
+
 def normalise(rows):
-    """One row per (path, variant), the last wins; every path gets a default row."""
-    by_key = {}
+    """One row per (path, variant), rounds merged (merge_rounds); every path gets a default row."""
+    groups = {}
     for r in rows:
-        by_key[(r["path"], r["variant"])] = r
+        groups.setdefault((r["path"], r["variant"]), []).append(r)
+    by_key = {k: merge_rounds(g) for k, g in groups.items()}
     paths = {r["path"] for r in rows}
     for p in paths:
         if (p, "default") not in by_key:
@@ -137,6 +167,63 @@ def normalise(rows):
                                       **{k: None for k in FIGURES}}
     return sorted(by_key.values(), key=lambda r: (path_key(r["path"]), r["mode"] != "pingpong",
                                                  r.get("work_us", 0), r["variant"]))
+
+
+# Celery's own worker against offload's C++ worker (variant prefix "cpp-worker"), on one broker
+# with one Python client: (label, Celery's variant, figure, lower is better, target ratio).
+WORKER_COMPARISON = [
+    ("round trip p50, one in flight", "default", "p50_us", True, 0.8),
+    ("round trip p99, one in flight", "default", "p99_us", True, None),
+    ("worker's time per task p50 (task-received to task-succeeded)", "events",
+     "worker_p50_us", True, 0.1),
+    ("throughput, 64 in flight, one client", "pipelined", "throughput_per_s", False, None),
+    ("throughput, 64 in flight, 4 client processes", "clients-4-pipelined", "throughput_per_s",
+     False, 3.0),
+]
+
+
+def cpp_variant(variant):
+    return "cpp-worker" if variant == "default" else "cpp-worker-" + variant
+
+
+def fmt_figure(key, v):
+    return fmt_rate(v) if key == "throughput_per_s" else fmt_us(v)
+
+
+def fmt_with_range(r, key):
+    v = r.get(key)
+    if v is None:
+        return "—"
+    text = fmt_figure(key, v)
+    lo_hi = r.get(key + "_range")
+    if lo_hi:
+        text += " (%s–%s, %d runs)" % (fmt_figure(key, lo_hi[0]), fmt_figure(key, lo_hi[1]),
+                                        r["rounds"])
+    return text
+
+
+def worker_comparison(rows, path):
+    """Table rows for `path`: Celery's worker, the C++ worker, their ratio and the target."""
+    by_variant = {r["variant"]: r for r in rows if r["path"] == path}
+    out = []
+    for label, variant, key, lower, target in WORKER_COMPARISON:
+        celery, cpp = by_variant.get(variant), by_variant.get(cpp_variant(variant))
+        if not celery or not cpp:
+            continue
+        cells = [label, fmt_with_range(celery, key) if celery["measured"] else
+                 "not measured", fmt_with_range(cpp, key) if cpp["measured"] else
+                 "not measured (see below)"]
+        a, b = celery.get(key), cpp.get(key)
+        ratio = b / a if celery["measured"] and cpp["measured"] and a and b else None
+        cells.append("%.2f×" % ratio if ratio is not None else "—")
+        if target is None:
+            cells.append("")
+        else:
+            met = ratio is not None and (ratio <= target if lower else ratio >= target)
+            cells.append(("≤ " if lower else "≥ ") + "%g× %s" % (
+                target, "(met)" if met else "(not met)" if ratio is not None else ""))
+        out.append(cells)
+    return out
 
 
 WORKS = [100, 1000, 10000, 100000]
@@ -296,6 +383,40 @@ def charts(rows, be, chart_dir):
     fig.savefig(os.path.join(chart_dir, "throughput.png"), dpi=100)
     plt.close(fig)
     made.append("throughput.png")
+
+    # 4. Celery's worker vs the C++ worker, same client and broker: medians with their range
+    panels = [(label, variant, key) for label, variant, key, _, target in WORKER_COMPARISON
+              if target is not None]
+    pairs = []
+    for path in ("celery-redis", "celery-rabbitmq"):
+        by_variant = {r["variant"]: r for r in rows if r["path"] == path and r["measured"]}
+        if any(v in by_variant and cpp_variant(v) in by_variant for _, v, _ in panels):
+            pairs.append((path, by_variant))
+    if pairs:
+        fig, axes = plt.subplots(1, len(panels), figsize=(12, 4.5))
+        for ax, (label, variant, key) in zip(axes, panels):
+            for i, (path, by_variant) in enumerate(pairs):
+                for j, (name, v) in enumerate([("Celery worker", variant),
+                                               ("C++ worker", cpp_variant(variant))]):
+                    r = by_variant.get(v)
+                    if not r or r.get(key) is None:
+                        continue
+                    lo, hi = r.get(key + "_range", [r[key], r[key]])
+                    ax.bar(i + (j - 0.5) * 0.38, r[key], 0.38,
+                           yerr=[[r[key] - lo], [hi - r[key]]], capsize=3,
+                           color="C%d" % j, label=name if i == 0 else None)
+            ax.set_xticks(range(len(pairs)))
+            ax.set_xticklabels([p for p, _ in pairs])
+            ax.set_title(label, fontsize=9)
+            ax.set_ylabel("tasks per second" if key == "throughput_per_s" else "µs")
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle("Same Python Celery client and broker: Celery's worker vs offload's C++ "
+                     "worker (median, range of runs)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(chart_dir, "celery_workers.png"), dpi=100)
+        plt.close(fig)
+        made.append("celery_workers.png")
     return made
 
 
@@ -319,6 +440,17 @@ def write_report(run_dir, rows, be, machine, made):
            "The break-even table above extrapolates from the no-op round trip; this one is "
            "measured. Where the two differ, the task's own wake-up costs show.", "",
            md_table(["path"] + [fmt_us(w) for w in WORKS], measured_overhead(rows)), ""]
+    for path in ("celery-redis", "celery-rabbitmq"):
+        table = worker_comparison(rows, path)
+        if table:
+            md += ["## %s: Celery's own worker vs offload's C++ worker" % path, "",
+                   "The same Python Celery client (`bench/brokered/python_bench.py`), broker and "
+                   "tasks, served by Celery's worker (prefork, 2 processes, as shipped) and by "
+                   "`celery_bench_worker` (offload's Celery worker, 2 executor workers). Figures "
+                   "are medians of the interleaved runs, with their range. The worker's time is "
+                   "read from each worker's task-received and task-succeeded events (both workers "
+                   "started with task events on for that row only).", "",
+                   md_table(["", "Celery worker", "C++ worker", "ratio", "target"], table), ""]
     md += ["## Charts", ""] + ["![%s](charts/%s)" % (c, c) for c in made] + [""]
     md += ["## Every row", "",
            "p99.9 of fewer than 1000 round trips is the slowest one; `n` says how many there were.",
@@ -354,6 +486,12 @@ def main(argv):
                      [[p, fmt_us(v["overhead_us"]), fmt_us(v["work_for_10pct_us"]),
                        fmt_us(v["work_for_1pct_us"])]
                       for p, v in sorted(be.items(), key=lambda kv: path_key(kv[0]))]))
+    for path in ("celery-redis", "celery-rabbitmq"):
+        table = worker_comparison(rows, path)
+        if table:
+            print()
+            print(path + ": Celery's worker vs offload's C++ worker (medians, range)")
+            print(text_table(["", "Celery worker", "C++ worker", "ratio", "target"], table))
     return 0
 
 

@@ -2,12 +2,17 @@
 //
 //   celery_worker --broker redis://127.0.0.1:6379/0 [--result-backend redis://…]
 //                 [--queues celery,other] [--concurrency N] [--hostname NAME]
+//                 [--without-task-events]
 //
 //   tasks.add(x, y)        x + y (args or kwargs)
 //   tasks.echo(value)      the JSON value
 //   tasks.fail(message)    fails: Python sees ValueError(message)
 //   tasks.retry_me(times)  asks for a retry `times` times, then returns the attempts made
 //   tasks.sleep_ms(ms)     waits ms without holding an executor worker, returns ms
+//
+// Task events (task-received, -started, -succeeded, ...) are on unless --without-task-events
+// (Celery's own worker sends them only with -E); worker events (online, heartbeat, offline) are
+// always sent. `celery control enable_events` turns them on again.
 //
 // SIGTERM/SIGINT: stops consuming, finishes what is in hand, sends worker-offline, exits 0.
 // Exits 1 if the broker stays unreachable, 2 on bad arguments.
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
     opts.result_backend = args.value("--result-backend", "");
     opts.queues = split(args.value("--queues", "celery"));
     opts.hostname = args.value("--hostname", "");
+    opts.task_events = !args.flag("--without-task-events");
     const long c = args.number("--concurrency", 0);
     if (c < 0 || c > 1024)
       throw std::invalid_argument("--concurrency must be in [1, 1024], got " + std::to_string(c));

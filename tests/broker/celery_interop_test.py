@@ -202,6 +202,12 @@ class CeleryInteropTest(unittest.TestCase):
         self.assertIn("total", i.stats()[self.hostname])
         self.assertIsInstance(i.active()[self.hostname], list)
 
+    def test_a_flushed_script_cache_is_survived(self):
+        # The worker pops with EVALSHA: after SCRIPT FLUSH (or a server that lost its scripts)
+        # it loads the script again and goes on.
+        self.redis().script_flush()
+        self.assertEqual(self.app.send_task("tasks.add", args=[20, 22]).get(timeout=10), 42)
+
     def test_events_show_the_worker_and_its_tasks(self):
         state = self.app.events.State()
         seen = []
@@ -230,6 +236,116 @@ class CeleryInteropTest(unittest.TestCase):
         self.assertTrue(state.workers[self.hostname].alive)
         self.assertEqual(state.tasks[r.id].state, "SUCCESS")
         self.assertEqual(state.tasks[r.id].name, "tasks.add")
+
+
+class EventCapture:
+    """Every event of `app`'s broker in `seen`, from one receiver on a thread of its own, from
+    start() (subscribed when it returns) until stop()."""
+
+    def __init__(self, app, on_event=None):
+        self.seen = []
+        self._app = app
+        self._on_event = on_event
+        self._recv = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _handle(self, e):
+        self.seen.append(e)
+        if self._on_event:
+            self._on_event(e)
+
+    def _run(self):
+        with self._app.connection() as conn:
+            self._recv = self._app.events.Receiver(conn, handlers={"*": self._handle})
+            self._ready.set()
+            self._recv.capture(limit=None, timeout=None, wakeup=True)
+
+    def start(self):
+        self._thread.start()
+        self._ready.wait(10)
+        time.sleep(1.0)  # the subscription is made inside capture(): let it settle
+        return self
+
+    def stop(self):
+        if self._recv is not None:
+            self._recv.should_stop = True
+        self._thread.join(timeout=5)
+
+    def types(self):
+        return {e["type"] for e in self.seen}
+
+
+class PriorityAndTaskEventsTest(unittest.TestCase):
+    """A worker of its own on a Redis of its own, for what the shared one cannot show."""
+
+    def test_priorities_are_taken_highest_first(self):
+        with redis_server("offload-celery-prio-") as url:
+            app = Celery("prio", broker=url, backend=url)
+            # Queued before the worker starts: it takes them in one pop, bucket 0 first.
+            results = [app.send_task("tasks.echo", args=[p], priority=p) for p in (9, 0, 6, 3)]
+            events = EventCapture(app).start()
+            seen = events.seen
+            w = start_worker(url, f"cpp-prio-{uuid.uuid4().hex[:8]}@localhost",
+                             ["--concurrency", "1"])
+            try:
+                self.assertEqual(sorted(r.get(timeout=20) for r in results), [0, 3, 6, 9])
+                deadline = time.time() + 5
+                while (sum(e["type"] == "task-received" for e in seen) < 4
+                       and time.time() < deadline):
+                    time.sleep(0.05)
+            finally:
+                events.stop()
+                w.send_signal(signal.SIGTERM)
+                self.assertEqual(w.wait(timeout=30), 0)
+            for r in results:
+                r.forget()
+            del results
+            received = sorted((e for e in seen if e["type"] == "task-received"),
+                              key=lambda e: e["clock"])
+            self.assertEqual([json.loads(e["args"])[0] for e in received], [0, 3, 6, 9])
+            app.close()
+
+    def test_task_events_off_then_enabled_and_sent_after_the_result_is_stored(self):
+        import redis
+        with redis_server("offload-celery-events-") as url:
+            app = Celery("events", broker=url, backend=url)
+            red = redis.Redis.from_url(url)
+            name = f"cpp-events-{uuid.uuid4().hex[:8]}@localhost"
+            stored_at_success = {}
+
+            def on_event(e):
+                if e["type"] == "task-succeeded":
+                    stored_at_success[e["uuid"]] = red.exists("celery-task-meta-" + e["uuid"])
+
+            events = EventCapture(app, on_event).start()
+            seen = events.seen
+            w = start_worker(url, name, ["--without-task-events"])
+            try:
+                self.assertEqual(app.send_task("tasks.add", args=[1, 2]).get(timeout=20), 3)
+                time.sleep(2.5)  # a heartbeat (every 2 s) comes meanwhile
+                types = events.types()
+                self.assertTrue({"worker-online", "worker-heartbeat"} & types, types)
+                self.assertFalse({t for t in types if t.startswith("task-")}, types)
+
+                app.control.enable_events(destination=[name])
+                r = app.send_task("tasks.add", args=[2, 3])
+                self.assertEqual(r.get(timeout=20), 5)
+                deadline = time.time() + 5
+                while r.id not in stored_at_success and time.time() < deadline:
+                    time.sleep(0.05)
+                # The result was in Redis when its task-succeeded event came.
+                self.assertEqual(stored_at_success.get(r.id), 1)
+                mine = {e["type"]: e for e in seen if e.get("uuid") == r.id}
+                self.assertLessEqual(mine["task-received"]["timestamp"],
+                                     mine["task-succeeded"]["timestamp"])
+                r.forget()
+                del r
+            finally:
+                events.stop()
+                w.send_signal(signal.SIGTERM)
+                self.assertEqual(w.wait(timeout=30), 0)
+            app.close()
 
 
 class RestoreAfterKillTest(unittest.TestCase):

@@ -175,7 +175,9 @@ TEST(Fibers, YieldLetsAQueuedTaskRunFirst) {
     offload::this_task::yield();
     return !before && other_ran.load();
   });
-  auto second = ex.submit([&] { other_ran.store(true); });
+  auto second = ex.submit([&] {
+    other_ran.store(true);
+  });
   second_queued.store(true);
   EXPECT_TRUE(first.get());
   second.get();

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 
 #include <offload/broker/celery/base64.hpp>
@@ -9,15 +10,18 @@ namespace offload::broker::celery {
 namespace {
 
 // KEYS: unacked, unacked_index, owner, then the lists in consuming order.
-// ARGV: score (now), a tag for an element that carries none, owner name.
-// The element is recorded as kombu records it, `[<envelope>, "<exchange>", "<routing_key>"]`
-// with the envelope text as it was (an element that is not a JSON object is stored as a
-// string, so that the record is still JSON for whoever restores it).
+// ARGV: score (now), a tag prefix for elements that carry none, owner name, most to take.
+// Takes up to ARGV[4] elements, emptying each list before the next, and records each as kombu
+// records it, `[<envelope>, "<exchange>", "<routing_key>"]`, with the envelope text as it was (an
+// element that is not a JSON object is stored as a string, so that the record is still JSON for
+// whoever restores it). Returns {element, tag, list, element, tag, list, ...}.
 constexpr const char* pop_script = R"lua(
+local out, max = {}, tonumber(ARGV[4])
 for i = 4, #KEYS do
-  local m = redis.call('RPOP', KEYS[i])
-  if m then
-    local tag, ex, rk, record = ARGV[2], '', '', nil
+  while #out < 3 * max do
+    local m = redis.call('RPOP', KEYS[i])
+    if not m then break end
+    local tag, ex, rk, record = ARGV[2] .. '.' .. (#out / 3), '', '', nil
     local ok, env = pcall(cjson.decode, m)
     if ok and type(env) == 'table' then
       record = m
@@ -36,10 +40,12 @@ for i = 4, #KEYS do
     redis.call('HSET', KEYS[1], tag, '[' .. record .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
     redis.call('ZADD', KEYS[2], ARGV[1], tag)
     redis.call('HSET', KEYS[3], tag, ARGV[3])
-    return {m, tag, KEYS[i]}
+    out[#out + 1] = m
+    out[#out + 1] = tag
+    out[#out + 1] = KEYS[i]
   end
 end
-return false
+return out
 )lua";
 
 // KEYS: unacked, unacked_index, owner, list. ARGV: tag, envelope to push.
@@ -88,33 +94,61 @@ std::string kombu_envelope(std::string_view body,
   return dumps(envelope);
 }
 
-std::optional<held_message> redis_broker::pop(const std::vector<std::string>& queues,
-                                              double now,
-                                              std::string_view owner) {
+std::vector<held_message> redis_broker::pop(const std::vector<std::string>& queues,
+                                            double now,
+                                            std::string_view owner,
+                                            std::size_t max,
+                                            std::chrono::milliseconds wait_first) {
   std::vector<std::string> lists;
   for (const char* bucket : {"0", "3", "6", "9"})
     for (const std::string& q : queues) lists.push_back(redis_priority_list(q, *bucket - '0'));
   const std::string count = std::to_string(3 + lists.size());
   const std::string score = score_text(now);
   const std::string fallback = uuid4();
-  redis_connection::args a{
-      "EVAL", pop_script, count, m_keys.unacked, m_keys.unacked_index, m_keys.owner};
-  for (const std::string& l : lists) a.push_back(l);
-  a.push_back(score);
-  a.push_back(fallback);
-  a.push_back(owner);
-  const redis_reply r = m_conn.command(a);
-  if (!r.is_array() || r.size() != 3)
-    return std::nullopt;
-  return held_message{
-      std::string(r.element_str(0)), std::string(r.element_str(1)), std::string(r.element_str(2))};
-}
-
-void redis_broker::wait(const std::string& queue, std::chrono::milliseconds timeout) {
-  // BLMOVE from a list to its own tail: blocks until the list has an element, then moves that
-  // element from the tail to the tail, which leaves the list as it was.
-  const std::string seconds = score_text(static_cast<double>(timeout.count()) / 1000.0);
-  m_conn.command({"BLMOVE", queue, queue, "RIGHT", "RIGHT", seconds}, timeout);
+  const std::string most = std::to_string(std::max<std::size_t>(1, max));
+  static const std::string script = pop_script;
+  // BLMOVE from a list to its own tail blocks until the list has an element and leaves it as it
+  // was; the script runs when it returns, in the same round trip.
+  const std::string block = score_text(static_cast<double>(wait_first.count()) / 1000.0);
+  const std::string& first_list = lists.front();
+  redis_reply r;
+  for (int attempt = 0;; ++attempt) {
+    redis_connection::args a{"EVALSHA",
+                             m_conn.script_sha(script),
+                             count,
+                             m_keys.unacked,
+                             m_keys.unacked_index,
+                             m_keys.owner};
+    for (const std::string& l : lists) a.push_back(l);
+    for (std::string_view v :
+         {std::string_view(score), std::string_view(fallback), owner, std::string_view(most)})
+      a.push_back(v);
+    std::vector<redis_connection::args> cmds;
+    if (attempt == 0 && wait_first > std::chrono::milliseconds::zero())
+      cmds.push_back({"BLMOVE", first_list, first_list, "RIGHT", "RIGHT", block});
+    cmds.push_back(std::move(a));
+    std::vector<redis_reply> replies =
+        m_conn.pipeline_replies(cmds, attempt == 0 ? wait_first : std::chrono::milliseconds{});
+    if (replies.size() == 2 && replies.front().is_error())  // else a refused wait spins
+      throw broker_refused(m_conn.describe() +
+                           ": BLMOVE refused: " + std::string(replies.front().str()));
+    r = std::move(replies.back());
+    if (!r.is_error())
+      break;
+    if (attempt == 0 && r.str().substr(0, 8) == "NOSCRIPT") {
+      m_conn.forget_scripts();  // the server lost its scripts (restarted, flushed): load again
+      continue;
+    }
+    throw broker_refused(m_conn.describe() +
+                         ": the pop script was refused: " + std::string(r.str()));
+  }
+  std::vector<held_message> out;
+  out.reserve(r.size() / 3);
+  for (std::size_t i = 0; i + 2 < r.size(); i += 3)
+    out.push_back(held_message{std::string(r.element_str(i)),
+                               std::string(r.element_str(i + 1)),
+                               std::string(r.element_str(i + 2))});
+  return out;
 }
 
 void redis_broker::ack(std::string_view tag) {

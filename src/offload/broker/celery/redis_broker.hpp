@@ -51,14 +51,17 @@ class redis_broker {
   redis_broker(redis_connection& conn, redis_keys keys = {})
       : m_conn(conn), m_keys(std::move(keys)) {}
 
-  /// Takes the next message of `queues` (bucket 0 of every queue first, then 3, 6, 9) and records
-  /// it in `unacked`/`unacked_index` (score `now`, seconds) under `owner`, atomically (one script):
-  /// a crash at any point leaves the message either in its list or recorded.
-  std::optional<held_message> pop(const std::vector<std::string>& queues,
-                                  double now,
-                                  std::string_view owner);
-  /// Blocks up to `timeout` until `queue`'s bucket 0 is not empty, removing nothing.
-  void wait(const std::string& queue, std::chrono::milliseconds timeout);
+  /// Takes up to `max` messages of `queues` (bucket 0 of every queue first, then 3, 6, 9) and
+  /// records each in `unacked`/`unacked_index` (score `now`, seconds) under `owner`, atomically
+  /// (one script): a crash at any point leaves each message either in its list or recorded.
+  /// With `wait_first`, the pop first waits up to that long for the first queue's bucket 0 to
+  /// have a message (Redis blocks on one list without removing from it), in the same round trip.
+  /// Empty: every list was empty.
+  std::vector<held_message> pop(const std::vector<std::string>& queues,
+                                double now,
+                                std::string_view owner,
+                                std::size_t max = 1,
+                                std::chrono::milliseconds wait_first = {});
   /// Forgets a held message (kombu's ack: ZREM + HDEL).
   void ack(std::string_view tag);
   /// Pushes `envelope` to the list of `priority` in `queue` and, when `ack_tag` is not empty,

@@ -31,8 +31,12 @@ bool redis_reply::is_string() const noexcept {
 bool redis_reply::is_array() const noexcept {
   return m_reply && m_reply->type == REDIS_REPLY_ARRAY;
 }
+bool redis_reply::is_error() const noexcept {
+  return m_reply && m_reply->type == REDIS_REPLY_ERROR;
+}
 std::string_view redis_reply::str() const noexcept {
-  return is_string() ? std::string_view(m_reply->str, m_reply->len) : std::string_view{};
+  return is_string() || is_error() ? std::string_view(m_reply->str, m_reply->len)
+                                   : std::string_view{};
 }
 long long redis_reply::integer() const noexcept {
   return m_reply && m_reply->type == REDIS_REPLY_INTEGER ? m_reply->integer : 0;
@@ -80,8 +84,11 @@ void redis_connection::fail(const std::string& what) {
 }
 
 void redis_connection::set_timeout(std::chrono::milliseconds t) {
+  if (t == m_timeout_set)
+    return;
   if (redisSetTimeout(m_ctx, to_timeval(t)) != REDIS_OK)
     fail("setting the socket timeout failed");
+  m_timeout_set = t;
 }
 
 void redis_connection::connect() {
@@ -91,6 +98,8 @@ void redis_connection::connect() {
   if (m_ctx->err != 0)
     fail("connect failed");
   ++m_generation;
+  m_timeout_set = std::chrono::milliseconds(-1);
+  m_shas.clear();
   if (!m_url.password.empty()) {
     if (m_url.user.empty())
       command({"AUTH", m_url.password});
@@ -132,24 +141,38 @@ redis_reply redis_connection::command(const args& a, std::chrono::milliseconds e
 }
 
 std::vector<redis_reply> redis_connection::pipeline(const std::vector<args>& commands) {
+  std::vector<redis_reply> replies = pipeline_replies(commands);
+  for (std::size_t i = 0; i < replies.size(); ++i)
+    if (replies[i].is_error())
+      throw broker_refused(describe() + ": " + std::string(commands[i].front()) +
+                           " refused: " + std::string(replies[i].str()));
+  return replies;
+}
+
+std::vector<redis_reply> redis_connection::pipeline_replies(const std::vector<args>& commands,
+                                                            std::chrono::milliseconds extra) {
   if (m_ctx == nullptr)
     connect();
-  set_timeout(m_io_timeout);
+  set_timeout(m_io_timeout + extra);
   for (const args& a : commands) append(a);
   std::vector<redis_reply> replies;
-  std::string refused;
+  replies.reserve(commands.size());
   for (const args& a : commands) {
     void* raw = nullptr;
     if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
       fail(std::string(a.front()) + " failed");
-    auto* r = static_cast<redisReply*>(raw);
-    if (r->type == REDIS_REPLY_ERROR && refused.empty())
-      refused = std::string(a.front()) + " refused: " + std::string(r->str, r->len);
-    replies.emplace_back(r);
+    replies.emplace_back(static_cast<redisReply*>(raw));
   }
-  if (!refused.empty())
-    throw broker_refused(describe() + ": " + refused);
   return replies;
+}
+
+const std::string& redis_connection::script_sha(const std::string& script) {
+  if (m_ctx == nullptr)
+    connect();  // clears m_shas: a new connection loads its scripts again
+  if (const auto it = m_shas.find(script); it != m_shas.end())
+    return it->second;
+  const redis_reply r = command({"SCRIPT", "LOAD", script});
+  return m_shas.emplace(script, std::string(r.str())).first->second;
 }
 
 void redis_connection::send(const args& a) {

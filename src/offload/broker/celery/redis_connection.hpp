@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <offload/broker/celery/broker_url.hpp>
@@ -29,7 +30,8 @@ class redis_reply {
   bool is_nil() const noexcept;
   bool is_string() const noexcept;  ///< a bulk or status string
   bool is_array() const noexcept;
-  std::string_view str() const noexcept;  ///< empty unless a string
+  bool is_error() const noexcept;
+  std::string_view str() const noexcept;  ///< empty unless a string (or an error's text)
   long long integer() const noexcept;     ///< 0 unless an integer
   std::size_t size() const noexcept;      ///< array elements
   /// Element i of an array: a borrowed view (not owned).
@@ -61,6 +63,16 @@ class redis_connection {
   /// Sends every command, then reads every reply, in one round trip. The first error reply
   /// throws broker_refused after all replies are read.
   std::vector<redis_reply> pipeline(const std::vector<args>& commands);
+  /// pipeline() that returns error replies among the others instead of throwing on them; the
+  /// socket waits at most io_timeout + `extra` (a blocking command's own timeout).
+  std::vector<redis_reply> pipeline_replies(const std::vector<args>& commands,
+                                            std::chrono::milliseconds extra = {});
+
+  /// The SHA1 of Lua `script` on this server, for EVALSHA: loaded with SCRIPT LOAD at the first
+  /// call on each connection and remembered. After a NOSCRIPT reply (the server restarted or
+  /// flushed its scripts), forget_scripts() and ask again.
+  const std::string& script_sha(const std::string& script);
+  void forget_scripts() noexcept { m_shas.clear(); }
 
   /// Writes one command without reading its reply (subscriber mode: SUBSCRIBE/UNSUBSCRIBE,
   /// whose confirmations arrive through next_push() among the messages). Connects if needed.
@@ -88,6 +100,8 @@ class redis_connection {
   std::chrono::milliseconds m_io_timeout;
   redisContext* m_ctx = nullptr;
   std::uint64_t m_generation = 0;
+  std::chrono::milliseconds m_timeout_set{-1};          ///< the socket's timeout now (-1: none set)
+  std::unordered_map<std::string, std::string> m_shas;  ///< script text -> SHA1 on this server
 };
 
 }  // namespace offload::broker::celery

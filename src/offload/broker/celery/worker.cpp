@@ -5,6 +5,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -97,7 +98,7 @@ struct held_task {
 
 struct worker::state {
   state(offload::executor& e, const task_registry& t, worker_options o)
-      : executor(e), tasks(t), opts(std::move(o)) {}
+      : executor(e), tasks(t), opts(std::move(o)), events(opts.task_events) {}
 
   offload::executor& executor;
   const task_registry& tasks;
@@ -116,6 +117,10 @@ struct worker::state {
   std::condition_variable report_cv;
   std::vector<command> backend_cmds;
   std::vector<command> broker_cmds;
+  // A task's end event (succeeded, failed, retried, revoked), sent after the commands queued with
+  // it and stamped when sent, so its timestamp is taken after the task's result is stored (as
+  // Celery's are): task-received to task-succeeded is the worker's time with the message in hand.
+  std::vector<json> end_events;
   bool reporter_exit = false;
   struct time_limit {
     std::weak_ptr<held_task> task;
@@ -132,7 +137,7 @@ struct worker::state {
   std::atomic<unsigned> eta_held{0};  // waiting for an ETA
 
   revoked_ids revoked{50000};
-  std::atomic<bool> events{true};
+  std::atomic<bool> events;             // task-* events on (worker-* events are always sent)
   std::atomic<std::uint64_t> clock{0};  // Lamport clock of events and control replies
 
   struct counters {
@@ -151,12 +156,16 @@ struct worker::state {
     std::cerr << "celery_worker " << hostname << ": " << line << "\n";
   }
 
-  void report(std::vector<command> backend_part, std::vector<command> broker_part) {
+  void report(std::vector<command> backend_part,
+              std::vector<command> broker_part,
+              std::optional<json> end_event = std::nullopt) {
     {
       std::lock_guard lock(report_mutex);
       for (auto& c : backend_part)
         (backend_is_broker ? broker_cmds : backend_cmds).push_back(std::move(c));
       for (auto& c : broker_part) broker_cmds.push_back(std::move(c));
+      if (end_event)
+        end_events.push_back(std::move(*end_event));
     }
     report_cv.notify_one();
   }
@@ -217,9 +226,11 @@ struct worker::state {
     e["sw_sys"] = "Linux";
     return e;
   }
-  void task_event(std::vector<command>& out, json e) {
-    if (events.load(std::memory_order_relaxed))
-      out.push_back(publish_event(std::move(e)));
+  /// A task's end event for report(), or nothing while task events are off.
+  std::optional<json> end_event(const char* type, const task_message& m) {
+    if (!events.load(std::memory_order_relaxed))
+      return std::nullopt;
+    return task_event_base(type, m);
   }
   json task_event_base(const char* type, const task_message& m) {
     json e = event(type);
@@ -256,13 +267,14 @@ struct worker::state {
       backend_part = store_and_publish(result_document::revoked(
           m.id, expired ? "expired" : "revoked", format_iso8601_naive(wall_now())));
     std::vector<command> broker_part = ack(h->held.tag);
-    json e = task_event_base("task-revoked", m);
-    e["terminated"] = false;
-    e["signum"] = nullptr;
-    e["expired"] = expired;
-    task_event(broker_part, std::move(e));
+    std::optional<json> e = end_event("task-revoked", m);
+    if (e) {
+      (*e)["terminated"] = false;
+      (*e)["signum"] = nullptr;
+      (*e)["expired"] = expired;
+    }
     count.revoked.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part));
+    report(std::move(backend_part), std::move(broker_part), std::move(e));
     release(h);
   }
 
@@ -281,12 +293,13 @@ struct worker::state {
       backend_part = store_and_publish(d);
     }
     std::vector<command> broker_part = ack(h->held.tag);
-    json e = task_event_base("task-failed", m);
-    e["exception"] = python_repr(ex);
-    e["traceback"] = traceback ? json(*traceback) : json(nullptr);
-    task_event(broker_part, std::move(e));
+    std::optional<json> e = end_event("task-failed", m);
+    if (e) {
+      (*e)["exception"] = python_repr(ex);
+      (*e)["traceback"] = traceback ? json(*traceback) : json(nullptr);
+    }
     count.failed.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part));
+    report(std::move(backend_part), std::move(broker_part), std::move(e));
     release(h);
   }
 
@@ -295,7 +308,11 @@ struct worker::state {
       return;
     const task_message& m = h->msg;
     std::vector<command> backend_part;
-    const std::string text = dumps(value);
+    std::optional<json> e = end_event("task-succeeded", m);
+    if (e) {
+      (*e)["result"] = dumps(value);
+      (*e)["runtime"] = runtime;
+    }
     if (!m.ignore_result) {
       result_document d =
           result_document::success(m.id, std::move(value), format_iso8601_naive(wall_now()));
@@ -304,12 +321,8 @@ struct worker::state {
       backend_part = store_and_publish(d);
     }
     std::vector<command> broker_part = ack(h->held.tag);
-    json e = task_event_base("task-succeeded", m);
-    e["result"] = text;
-    e["runtime"] = runtime;
-    task_event(broker_part, std::move(e));
     count.succeeded.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part));
+    report(std::move(backend_part), std::move(broker_part), std::move(e));
     release(h);
   }
 
@@ -340,12 +353,13 @@ struct worker::state {
         {"MULTI"}, {"LPUSH", redis_priority_list(queue, m.priority), encode_redis_envelope(again)}};
     for (auto& c : ack(h->held.tag)) broker_part.push_back(std::move(c));
     broker_part.push_back({"EXEC"});
-    json e = task_event_base("task-retried", m);
-    e["exception"] = python_repr(ex);
-    e["traceback"] = nullptr;
-    task_event(broker_part, std::move(e));
+    std::optional<json> e = end_event("task-retried", m);
+    if (e) {
+      (*e)["exception"] = python_repr(ex);
+      (*e)["traceback"] = nullptr;
+    }
     count.retried.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part));
+    report(std::move(backend_part), std::move(broker_part), std::move(e));
     release(h);
   }
 
@@ -385,12 +399,8 @@ struct worker::state {
       return finish_revoked(h, false);
     if (m.expires && wall_now() >= parse_iso8601(*m.expires))
       return finish_revoked(h, true);
-    {
-      std::vector<command> ev;
-      task_event(ev, task_event_base("task-started", m));
-      if (!ev.empty())
-        report({}, std::move(ev));
-    }
+    if (events.load(std::memory_order_relaxed))
+      report({}, {publish_event(task_event_base("task-started", m))});
     arm_time_limits(h);
     {
       std::lock_guard lock(total_mutex);
@@ -459,7 +469,7 @@ struct worker::state {
       hand.emplace(h->held.tag, h);
       busy.fetch_add(1, std::memory_order_relaxed);
     }
-    {
+    if (events.load(std::memory_order_relaxed)) {
       json e = task_event_base("task-received", m);
       e["name"] = m.task;
       e["args"] = m.argsrepr ? *m.argsrepr : dumps(m.args);
@@ -469,10 +479,8 @@ struct worker::state {
       e["retries"] = m.retries;
       e["eta"] = m.eta ? json(*m.eta) : json(nullptr);
       e["expires"] = m.expires ? json(*m.expires) : json(nullptr);
-      std::vector<command> ev;
-      task_event(ev, std::move(e));
-      if (!ev.empty())
-        report({}, std::move(ev));
+      // Through the reporter, before the task can start: events leave in the order they happen.
+      report({}, {publish_event(std::move(e))});
     }
     if (h->task == nullptr) {
       log("unknown task '" + m.task + "' (id " + m.id + "): FAILURE NotRegistered");
@@ -602,6 +610,7 @@ void worker::state::reporter_loop() {
   auto next_restore = steady::now() + opts.restore_every;
   std::vector<command> backend_batch;
   std::vector<command> broker_batch;
+  std::vector<json> end_batch;
   auto last_ok = steady::now();
   bool exiting = false;
   for (;;) {
@@ -610,8 +619,8 @@ void worker::state::reporter_loop() {
       const auto wake =
           limits.empty() ? next_heartbeat : std::min(next_heartbeat, limits.begin()->first);
       report_cv.wait_until(lock, wake, [&] {
-        return !backend_cmds.empty() || !broker_cmds.empty() || reporter_exit ||
-               (!limits.empty() && limits.begin()->first < wake);
+        return !backend_cmds.empty() || !broker_cmds.empty() || !end_events.empty() ||
+               reporter_exit || (!limits.empty() && limits.begin()->first < wake);
       });
       std::vector<time_limit> due;
       while (!limits.empty() && limits.begin()->first <= steady::now()) {
@@ -625,8 +634,10 @@ void worker::state::reporter_loop() {
       }
       for (auto& c : backend_cmds) backend_batch.push_back(std::move(c));
       for (auto& c : broker_cmds) broker_batch.push_back(std::move(c));
+      for (auto& e : end_events) end_batch.push_back(std::move(e));
       backend_cmds.clear();
       broker_cmds.clear();
+      end_events.clear();
       exiting = reporter_exit;
     }
     const auto now = steady::now();
@@ -652,6 +663,13 @@ void worker::state::reporter_loop() {
     try {
       send(backend_conn ? *backend_conn : broker_conn, backend_batch);
       send(broker_conn, broker_batch);
+      if (!end_batch.empty()) {
+        std::vector<command> stamped;
+        stamped.reserve(end_batch.size());
+        for (const json& e : end_batch) stamped.push_back(publish_event(e));
+        send(broker_conn, stamped);
+        end_batch.clear();
+      }
       if (now >= next_refresh) {
         rb.refresh(eta_tags(), unix_seconds(wall_now()));
         next_refresh = now + refresh_every;
@@ -682,7 +700,7 @@ void worker::state::reporter_loop() {
     }
     if (exiting) {
       std::lock_guard lock(report_mutex);
-      if (backend_cmds.empty() && broker_cmds.empty())
+      if (backend_cmds.empty() && broker_cmds.empty() && end_events.empty())
         return;
     }
   }
@@ -891,32 +909,34 @@ void worker::state::consume(const std::atomic<bool>& stop) {
   redis_broker rb(conn, keys);
   auto last_ok = steady::now();
   bool broken = false;
+  bool more = true;  // the last pop may have left messages
   while (!stop.load(std::memory_order_relaxed)) {
     if (fatal.load(std::memory_order_acquire))  // pairs with set_fatal()
       return;
+    std::size_t room = 0;
     {
       std::unique_lock lock(hand_mutex);
-      if (busy.load(std::memory_order_relaxed) >= prefetch() ||
-          eta_held.load(std::memory_order_relaxed) >= opts.max_eta_held) {
+      const unsigned held = busy.load(std::memory_order_relaxed);
+      if (held >= prefetch() || eta_held.load(std::memory_order_relaxed) >= opts.max_eta_held) {
         slot_cv.wait_for(lock, 100ms);
         continue;
       }
+      room = prefetch() - held;
     }
     try {
-      std::optional<held_message> held = rb.pop(opts.queues, unix_seconds(wall_now()), hostname);
+      // After a batch that emptied every list, the next pop waits for a message first: one
+      // round trip per message when idle. A message in a list other than the first queue's
+      // bucket 0 reaches an idle worker within the wait's bound.
+      std::vector<held_message> taken =
+          rb.pop(opts.queues, unix_seconds(wall_now()), hostname, room, more ? 0ms : 250ms);
       if (broken) {
         log("reconnected to " + conn.describe());
         count.reconnects.fetch_add(1, std::memory_order_relaxed);
         broken = false;
       }
       last_ok = steady::now();
-      if (held) {
-        accept(std::move(*held));
-        continue;
-      }
-      // Blocks on the first queue's bucket 0 only (Redis blocks on one list without removing
-      // from it): a message in another list reaches an idle worker within this bound.
-      rb.wait(opts.queues.front(), 250ms);
+      more = taken.size() == room;  // less: the script emptied every list
+      for (held_message& m : taken) accept(std::move(m));
     } catch (const broker_refused& e) {
       throw std::runtime_error("cannot consume " + dumps(json(opts.queues)) + ": " + e.what());
     } catch (const broker_error& e) {
