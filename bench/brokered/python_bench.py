@@ -136,13 +136,17 @@ def make_caller(args):
     return CeleryCaller(args) if args.system == "celery" else RqCaller(args)
 
 
+def client_warmup(args):
+    """Warm-up tasks of each of --clients."""
+    return max(1, args.warmup // args.clients) if args.warmup > 0 else 0
+
+
 def client_process(args, payload, count, in_flight, barrier, results):
     """One of --clients: warms up, starts with the others, sends `count` tasks."""
     try:
         caller = make_caller(args)
         if args.warmup > 0:
-            run(caller, payload, max(1, args.warmup // args.clients), in_flight,
-                max(args.timeout, 60.0))
+            run(caller, payload, client_warmup(args), in_flight, max(args.timeout, 60.0))
         barrier.wait(120)
         start = time.perf_counter()
         lat = run(caller, payload, count, in_flight, args.timeout)
@@ -227,6 +231,9 @@ def main():
         "p50_us": percentile(lat, 0.50), "p90_us": percentile(lat, 0.90),
         "p99_us": percentile(lat, 0.99), "p999_us": percentile(lat, 0.999),
         "mean_us": sum(lat) / len(lat), "throughput_per_s": args.count / seconds,
+        # every task sent, warm-up included (what a worker's CPU time is divided by)
+        "sent": args.count + (client_warmup(args) * args.clients if args.clients > 1
+                              else max(args.warmup, 0)),
     }
     if worker:
         row.update({"worker_p50_us": percentile(worker, 0.50),

@@ -125,7 +125,7 @@ def read_machine(run_dir):
     return out
 
 
-WORKER_FIGURES = ["worker_p50_us", "worker_p99_us", "worker_mean_us"]
+WORKER_FIGURES = ["worker_p50_us", "worker_p99_us", "worker_mean_us", "worker_cpu_us_per_task"]
 
 
 def median(values):
@@ -179,6 +179,8 @@ WORKER_COMPARISON = [
     ("throughput, 64 in flight, one client", "pipelined", "throughput_per_s", False, None),
     ("throughput, 64 in flight, 4 client processes", "clients-4-pipelined", "throughput_per_s",
      False, 3.0),
+    ("worker's CPU time per task (all its processes), 4 client processes",
+     "clients-4-pipelined", "worker_cpu_us_per_task", True, None),
 ]
 
 

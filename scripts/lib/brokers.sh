@@ -61,8 +61,13 @@ _broker_start_redis() {
     echo "brokers.sh: redis failed to start: redis-server not installed (apt-get install redis-server)" >&2
     return 1
   }
-  setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly no \
-    --daemonize no --logfile "$dir/redis.log" --protected-mode yes </dev/null >/dev/null 2>&1 &
+  # OFFLOAD_REDIS_PERSIST=1: every write fsynced to an append-only file in DIR, so a Redis
+  # started again in the same DIR has what the last one had (broker-restart tests).
+  local aof=no
+  [ "${OFFLOAD_REDIS_PERSIST:-0}" = 1 ] && aof=yes
+  setsid redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save "" --appendonly "$aof" \
+    --appendfsync always --daemonize no --logfile "$dir/redis.log" --protected-mode yes \
+    </dev/null >/dev/null 2>&1 &
   echo $! >"$dir/redis.pid"
   _broker_wait redis "$dir" "$dir/redis.log" "$port" "$(cat "$dir/redis.pid")" 10
 }

@@ -87,5 +87,65 @@ class MakeReportTest(unittest.TestCase):
             self.assertIn("charts/" + chart, md)
 
 
+class WorkerComparisonTest(unittest.TestCase):
+    """Rounds of one (path, variant) merge into medians with ranges; Celery's worker and the C++
+    worker (variants cpp-worker...) get a table of ratios against the targets, and a chart."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="offload-report-rounds-")
+        os.makedirs(os.path.join(cls.tmp, "raw"))
+
+        def row(variant, mode, **figures):
+            base = {"path": "celery-redis", "variant": variant, "mode": mode, "work_us": 0,
+                    "count": 100, "p50_us": 1.0, "p90_us": 1.0, "p99_us": 1.0, "p999_us": 1.0,
+                    "throughput_per_s": 1.0}
+            base.update(figures)
+            return base
+
+        rows = []
+        for p50, cpp50, thr, cppthr, w, cppw in [(3000, 1000, 400, 1300, 2000, 150),
+                                                 (2000, 1200, 500, 1500, 2400, 250),
+                                                 (2500, 1100, 450, 1400, 2200, 200)]:
+            rows += [row("default", "pingpong", p50_us=p50),
+                     row("cpp-worker", "pingpong", p50_us=cpp50),
+                     row("clients-4-pipelined", "pipelined", throughput_per_s=thr),
+                     row("cpp-worker-clients-4-pipelined", "pipelined", throughput_per_s=cppthr),
+                     row("events", "pingpong", worker_p50_us=w),
+                     row("cpp-worker-events", "pingpong", worker_p50_us=cppw)]
+        with open(os.path.join(cls.tmp, "raw", "brokered.jsonl"), "w") as f:
+            f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+        with open(os.path.join(cls.tmp, "machine.txt"), "w") as f:
+            f.write("date: test\n")
+        cls.proc = subprocess.run([sys.executable, SCRIPT, cls.tmp], capture_output=True,
+                                  text=True, timeout=120)
+        with open(os.path.join(cls.tmp, "summary.json")) as f:
+            cls.rows = {(r["path"], r["variant"]): r for r in json.load(f)}
+        with open(os.path.join(cls.tmp, "report.md")) as f:
+            cls.md = f.read()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_rounds_merge_into_medians_with_ranges(self):
+        self.assertEqual(self.proc.returncode, 0, self.proc.stderr)
+        r = self.rows[("celery-redis", "default")]
+        self.assertEqual((r["p50_us"], r["p50_us_range"], r["rounds"]), (2500, [2000, 3000], 3))
+        w = self.rows[("celery-redis", "cpp-worker-events")]
+        self.assertEqual((w["worker_p50_us"], w["worker_p50_us_range"]), (200, [150, 250]))
+
+    def test_comparison_gives_ratios_and_targets(self):
+        # p50 1.10 ms / 2.50 ms = 0.44 (target 0.8: met); worker time 200 / 2200 = 0.09 (met);
+        # throughput 1400 / 450 = 3.11 (target 3: met).
+        self.assertIn("Celery's own worker vs offload's C++ worker", self.md)
+        self.assertIn("| 0.44× | ≤ 0.8× (met) |", self.md)
+        self.assertIn("| 0.09× | ≤ 0.1× (met) |", self.md)
+        self.assertIn("| 3.11× | ≥ 3× (met) |", self.md)
+        self.assertIn("2.50 ms (2.00 ms–3.00 ms, 3 runs)", self.md)
+        with open(os.path.join(self.tmp, "charts", "celery_workers.png"), "rb") as f:
+            self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
 if __name__ == "__main__":
     unittest.main()
