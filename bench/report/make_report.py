@@ -448,7 +448,7 @@ def write_report(run_dir, rows, be, machine, made):
             md += ["## %s: Celery's own worker vs offload's C++ worker" % path, "",
                    "The same Python Celery client (`bench/brokered/python_bench.py`), broker and "
                    "tasks, served by Celery's worker (prefork, 2 processes, as shipped) and by "
-                   "`celery_bench_worker` (offload's Celery worker, 2 executor workers). Figures "
+                   "`celery_bench_worker` (examples/celery_worker, 2 executor workers). Figures "
                    "are medians of the interleaved runs, with their range. The worker's time is "
                    "read from each worker's task-received and task-succeeded events (both workers "
                    "started with task events on for that row only).", "",

@@ -1,4 +1,4 @@
-// celery_worker: a Celery worker in C++ serving five tasks to unchanged Python Celery clients.
+// celery_worker: a Celery worker in C++ serving its tasks to unchanged Python Celery clients.
 //
 //   celery_worker --broker redis://127.0.0.1:6379/0 [--result-backend redis://…]
 //                 [--queues celery,other] [--concurrency N] [--hostname NAME]
@@ -9,6 +9,11 @@
 //   tasks.fail(message)    fails: Python sees ValueError(message)
 //   tasks.retry_me(times)  asks for a retry `times` times, then returns the attempts made
 //   tasks.sleep_ms(ms)     waits ms without holding an executor worker, returns ms
+//   noop(payload)          returns "ok"                  } the benchmark's tasks, under the names
+//   spin_us(us, payload)   burns us µs of CPU, "ok"      } bench/brokered/celery_app.py gives them
+//
+// ./scripts/bench builds this same source as celery_bench_worker and measures it against
+// Celery's own worker with the same Python client.
 //
 // Task events (task-received, -started, -succeeded, ...) are on unless --without-task-events
 // (Celery's own worker sends them only with -E); worker events (online, heartbeat, offline) are
@@ -74,6 +79,15 @@ task_registry example_tasks() {
   tasks.add("tasks.sleep_ms", {"ms"}, [](std::int64_t ms) {
     offload::this_task::sleep_for(std::chrono::milliseconds(ms));  // suspends the task's fiber
     return ms;
+  });
+  tasks.add("noop", {"payload"}, [](const std::string&) {
+    return std::string("ok");
+  });
+  tasks.add("spin_us", {"us", "payload"}, [](std::int64_t us, const std::string&) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    while (std::chrono::steady_clock::now() < end) {
+    }
+    return std::string("ok");
   });
   return tasks;
 }
