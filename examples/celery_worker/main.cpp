@@ -3,6 +3,10 @@
 //   celery_worker --broker redis://127.0.0.1:6379/0 [--result-backend redis://…]
 //                 [--queues celery,other] [--concurrency N] [--hostname NAME]
 //                 [--without-task-events]
+//   celery_worker --broker amqp://guest:guest@127.0.0.1:5672// [--result-backend rpc://]
+//                 [--queue-max-priority N] [--ca-file PEM (amqps://)] …
+//
+// Over RabbitMQ the result backend defaults to rpc://; redis://… works with it too.
 //
 //   tasks.add(x, y)        x + y (args or kwargs)
 //   tasks.echo(value)      the JSON value
@@ -104,6 +108,12 @@ int main(int argc, char** argv) {
     opts.queues = split(args.value("--queues", "celery"));
     opts.hostname = args.value("--hostname", "");
     opts.task_events = !args.flag("--without-task-events");
+    opts.ca_file = args.value("--ca-file", "");
+    const long prio = args.number("--queue-max-priority", 0);
+    if (prio < 0 || prio > 255)
+      throw std::invalid_argument("--queue-max-priority must be in [0, 255], got " +
+                                  std::to_string(prio));
+    opts.queue_max_priority = static_cast<int>(prio);
     const long c = args.number("--concurrency", 0);
     if (c < 0 || c > 1024)
       throw std::invalid_argument("--concurrency must be in [1, 1024], got " + std::to_string(c));

@@ -41,16 +41,17 @@ def redis_server(prefix):
         subprocess.run([BROKERS_SH, "stop", d], check=False)
 
 
-def run_client(url, *args):
-    return subprocess.run([CLIENT_BIN, "--broker", url, "--result-backend", url, *args],
+def run_client(url, *args, backend=None):
+    return subprocess.run([CLIENT_BIN, "--broker", url, "--result-backend", backend or url, *args],
                           capture_output=True, text=True, timeout=60)
 
 
-def start_worker(url, hostname, extra=()):
-    """The worker's stderr goes to a file (a pipe nobody reads would block it), printed at exit."""
+def start_worker(url, hostname, extra=(), backend=None):
+    """The worker's stderr goes to a file (a pipe nobody reads would block it), printed at exit.
+    `backend`: the result backend's URL; None: the broker's."""
     log = tempfile.NamedTemporaryFile(prefix="celery_worker-", suffix=".log", delete=False)
     WORKER_LOGS.append(log.name)
-    return subprocess.Popen([WORKER_BIN, "--broker", url, "--result-backend", url,
+    return subprocess.Popen([WORKER_BIN, "--broker", url, "--result-backend", backend or url,
                              "--hostname", hostname, "--concurrency", "2", *extra],
                             stderr=log)
 
@@ -59,15 +60,24 @@ WORKER_LOGS = []
 
 
 class CeleryInteropTest(unittest.TestCase):
+    """The broker and backend are Redis here; celery_interop_amqp_test.py runs the same cases
+    over RabbitMQ with rpc:// by overriding start_broker() and BACKEND."""
+    BACKEND = None  # the result backend's URL; None: the broker's
+
+    @classmethod
+    def start_broker(cls):
+        port = subprocess.run([BROKERS_SH, "start", "redis", cls.dir], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        return f"redis://127.0.0.1:{port}/0"
+
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.mkdtemp(prefix="offload-celery-")
-        port = subprocess.run([BROKERS_SH, "start", "redis", cls.dir], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        cls.url = f"redis://127.0.0.1:{port}/0"
+        cls.url = cls.start_broker()
+        cls.backend = cls.BACKEND or cls.url
         cls.hostname = f"cpp-test-{uuid.uuid4().hex[:8]}@localhost"
-        cls.worker = start_worker(cls.url, cls.hostname)
-        cls.app = Celery("interop", broker=cls.url, backend=cls.url)
+        cls.worker = start_worker(cls.url, cls.hostname, backend=cls.backend)
+        cls.app = Celery("interop", broker=cls.url, backend=cls.backend)
         cls.app.conf.broker_connection_retry_on_startup = False
         # The worker is up once it answers a ping.
         deadline = time.time() + 20
@@ -185,12 +195,14 @@ class CeleryInteropTest(unittest.TestCase):
         self.assertIn("2 elements", str(ctx.exception))
 
     def test_cpp_client_against_the_cpp_worker(self):
-        p = run_client(self.url, "--task", "tasks.add", "--kwargs", '{"x": 40, "y": 2}')
+        b = self.backend
+        p = run_client(self.url, "--task", "tasks.add", "--kwargs", '{"x": 40, "y": 2}', backend=b)
         self.assertEqual((p.returncode, p.stdout.strip()), (0, "42"), p.stderr)
-        p = run_client(self.url, "--task", "tasks.fail", "--args", '["no"]')
+        p = run_client(self.url, "--task", "tasks.fail", "--args", '["no"]', backend=b)
         self.assertEqual(p.returncode, 1)
         self.assertEqual(p.stderr.strip(), "ValueError: no")
-        p = run_client(self.url, "--task", "tasks.add", "--args", "[1]", "--countdown", "0.5")
+        p = run_client(self.url, "--task", "tasks.add", "--args", "[1]", "--countdown", "0.5",
+                       backend=b)
         self.assertEqual(p.returncode, 1)
         self.assertIn("TypeError", p.stderr)
 
@@ -451,9 +463,9 @@ def kill_while_holding(test, url, worker):
 
 
 @contextlib.contextmanager
-def python_worker(url, name):
+def python_worker(url, name, backend=None):
     """Celery's own worker (solo pool) serving tests/broker/celery_py_tasks.py."""
-    env = dict(os.environ, OFFLOAD_CELERY_URL=url,
+    env = dict(os.environ, OFFLOAD_CELERY_URL=url, OFFLOAD_CELERY_BACKEND=backend or url,
                PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
     py = subprocess.Popen([sys.executable, "-m", "celery", "-A", "celery_py_tasks", "worker",
                            "--pool=solo", "--without-mingle", "--without-gossip",

@@ -50,6 +50,12 @@ TEST(CeleryBrokerUrl, ReadsCeleryForms) {
   EXPECT_EQ(parse_broker_url("amqp://h").vhost, "/");
   EXPECT_EQ(parse_broker_url("amqp://u:p@h/prod").vhost, "prod");
   EXPECT_EQ(parse_broker_url("rpc://").scheme, broker_url::kind::rpc);
+  EXPECT_FALSE(parse_broker_url("amqp://h").tls);
+  u = parse_broker_url("amqps://u:p@localhost/v");
+  EXPECT_TRUE(u.tls);
+  EXPECT_EQ(u.port, 5671);
+  EXPECT_EQ(u.host, "localhost");  // kept: the certificate names it
+  EXPECT_EQ(u.redacted(), "amqps://u@localhost:5671/v");
 }
 
 TEST(CeleryBrokerUrl, RefusesWithTheReasonAndHidesThePassword) {

@@ -53,8 +53,8 @@ std::string broker_url::redacted() const {
     case kind::redis:
       return "redis://" + host + ":" + std::to_string(port) + "/" + std::to_string(db);
     case kind::amqp:
-      return "amqp://" + (user.empty() ? "" : user + "@") + host + ":" + std::to_string(port) +
-             "/" + (vhost == "/" ? "/" : vhost);
+      return std::string(tls ? "amqps://" : "amqp://") + (user.empty() ? "" : user + "@") + host +
+             ":" + std::to_string(port) + "/" + (vhost == "/" ? "/" : vhost);
   }
   return {};
 }
@@ -85,14 +85,15 @@ broker_url parse_broker_url(std::string_view text) {
   if (scheme == "redis") {
     u.scheme = broker_url::kind::redis;
     u.port = 6379;
-  } else if (scheme == "amqp" || scheme == "pyamqp") {
+  } else if (scheme == "amqp" || scheme == "pyamqp" || scheme == "amqps") {
     u.scheme = broker_url::kind::amqp;
-    u.port = 5672;
+    u.tls = scheme == "amqps";
+    u.port = u.tls ? 5671 : 5672;
     u.user = "guest";
     u.password = "guest";
   } else {
     throw std::invalid_argument("broker URL " + quoted + ": scheme '" + std::string(scheme) +
-                                "' is not redis, amqp or rpc");
+                                "' is not redis, amqp, amqps or rpc");
   }
   std::string_view path;
   if (const std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
@@ -115,8 +116,9 @@ broker_url parse_broker_url(std::string_view text) {
   }
   if (!rest.empty())
     u.host = std::string(rest);
-  if (u.host == "localhost")
-    u.host = "127.0.0.1";  // one address: loopback servers here listen on IPv4
+  // One address: loopback servers here listen on IPv4. Kept for TLS: the certificate names it.
+  if (u.host == "localhost" && !u.tls)
+    u.host = "127.0.0.1";
   if (u.scheme == broker_url::kind::redis) {
     if (!path.empty())
       u.db = parse_number(path, "the database", 0, 1 << 20, quoted);

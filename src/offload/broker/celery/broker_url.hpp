@@ -2,7 +2,7 @@
 
 /// @file
 /// @brief Celery's broker and result-backend URLs: `redis://[:password@]host[:port][/db]`,
-/// `amqp://[user[:password]@]host[:port][/vhost]` and `rpc://`.
+/// `amqp://[user[:password]@]host[:port][/vhost]` (`amqps://` for TLS) and `rpc://`.
 
 #include <string>
 #include <string_view>
@@ -13,11 +13,12 @@ struct broker_url {
   enum class kind { redis, amqp, rpc };
   kind scheme = kind::redis;
   std::string host = "127.0.0.1";
-  int port = 0;  ///< 6379 (redis) or 5672 (amqp) when the URL gives none
+  int port = 0;  ///< 6379 (redis), 5672 (amqp) or 5671 (amqps) when the URL gives none
   int db = 0;    ///< redis: the database number
   std::string user;
   std::string password;
   std::string vhost = "/";  ///< amqp: `amqp://h//` and `amqp://h` are "/", `amqp://h/v` is "v"
+  bool tls = false;         ///< amqps://
 
   /// The URL without its password, for messages and logs.
   std::string redacted() const;

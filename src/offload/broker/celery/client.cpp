@@ -1,10 +1,18 @@
+#include <algorithm>
+#include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <offload/broker/celery/amqp_connection.hpp>
 #include <offload/broker/celery/broker_url.hpp>
 #include <offload/broker/celery/client.hpp>
 #include <offload/broker/celery/iso8601.hpp>
@@ -28,9 +36,23 @@ struct client::state {
   broker_url broker;
   broker_url backend;
   std::string origin;
+  bool amqp = false;         // the broker is RabbitMQ: amqp_io owns its connection
+  bool rpc_backend = false;  // results come to reply_queue (rpc://)
+  std::string reply_queue;   // rpc://: this client's, named by a UUID as Celery names its own
 
-  std::mutex publish_mutex;  // guards publisher
-  std::unique_ptr<redis_connection> publisher;
+  std::mutex publish_mutex;                     // guards publisher
+  std::unique_ptr<redis_connection> publisher;  // Redis broker
+
+  // AMQP: a task to publish, handed to amqp_io; `sent` once the broker has it.
+  struct amqp_publish {
+    std::string queue;
+    amqp_properties properties;
+    std::string body;
+    bool sent = false;  // mutex
+  };
+  std::deque<std::shared_ptr<amqp_publish>> to_publish;  // mutex
+  int wake_fd = -1;                                      // eventfd: wakes amqp_io
+  std::thread amqp_io;
 
   // The listener thread owns `subscriber` and `reader`; the rest is shared under `mutex`.
   std::mutex mutex;
@@ -54,7 +76,8 @@ struct client::state {
         return;
       done = std::move(it->second.done);
       waiting.erase(it);
-      to_unsubscribe.push_back(id);
+      if (!rpc_backend)
+        to_unsubscribe.push_back(id);
     }
     done(doc, std::move(error));
   }
@@ -69,6 +92,76 @@ struct client::state {
     }
     if (is_ready(doc.status))
       complete(doc.task_id, &doc, nullptr);
+  }
+
+  void wake() const {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof one);
+  }
+
+  /// AMQP: publishes what send_raw() queued (declaring each queue once, only if it is missing)
+  /// and, with rpc://, reads the results that come to this client's reply queue.
+  void amqp_loop() {
+    std::unique_ptr<amqp_connection> c;
+    std::unordered_set<std::string> declared;
+    for (;;) {
+      std::vector<std::shared_ptr<amqp_publish>> batch;
+      {
+        std::lock_guard lock(mutex);
+        if (exit)
+          return;
+        batch.assign(to_publish.begin(), to_publish.end());
+        to_publish.clear();
+      }
+      std::size_t i = 0;
+      try {
+        if (!c) {
+          amqp_connection_options o;
+          o.io_timeout = opts.io_timeout;
+          c = std::make_unique<amqp_connection>(broker, o);
+          declared.clear();
+          if (rpc_backend) {
+            // As Celery's rpc backend declares it: gone with this client, or a day unused.
+            c->ensure_queue(reply_queue, false, true, {{"x-expires", 86400000}});
+            c->consume(reply_queue, true);
+          }
+        }
+        for (; i < batch.size(); ++i) {
+          const amqp_publish& p = *batch[i];
+          if (declared.insert(p.queue).second)
+            c->ensure_queue(p.queue, true, false);
+          c->publish("", p.queue, p.properties, p.body);
+          std::lock_guard lock(mutex);
+          batch[i]->sent = true;
+        }
+        if (!batch.empty())
+          cv.notify_all();
+        for (int n = 0; n < 64; ++n) {
+          const std::optional<amqp_message> m = c->next();
+          if (!m) {
+            if (c->buffered())
+              continue;
+            break;
+          }
+          on_document(m->body);
+        }
+        pollfd fds[2] = {{c->fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+        ::poll(fds, 2, 100);
+        if ((fds[1].revents & POLLIN) != 0) {
+          std::uint64_t n = 0;
+          [[maybe_unused]] const ssize_t r = ::read(wake_fd, &n, sizeof n);
+        }
+      } catch (const broker_error&) {
+        c.reset();
+        {
+          // Not sent yet: first again once connected (send_raw() gives up after io_timeout).
+          std::lock_guard lock(mutex);
+          to_publish.insert(
+              to_publish.begin(), batch.begin() + static_cast<std::ptrdiff_t>(i), batch.end());
+        }
+        std::this_thread::sleep_for(100ms);
+      }
+    }
   }
 
   void listen() {
@@ -131,21 +224,38 @@ client::client(client_options options) : m_state(std::make_unique<state>()) {
   state& s = *m_state;
   s.opts = std::move(options);
   s.broker = parse_broker_url(s.opts.broker);
-  if (s.broker.scheme != broker_url::kind::redis)
-    throw std::invalid_argument("celery client: broker " + s.broker.redacted() +
-                                " is not redis:// (RabbitMQ is not supported yet)");
-  s.backend = s.opts.result_backend.empty() ? s.broker : parse_broker_url(s.opts.result_backend);
-  if (s.backend.scheme != broker_url::kind::redis)
+  if (s.broker.scheme == broker_url::kind::rpc)
+    throw std::invalid_argument("celery client: rpc:// is a result backend, not a broker");
+  s.amqp = s.broker.scheme == broker_url::kind::amqp;
+  if (s.opts.result_backend.empty())
+    s.backend = s.amqp ? parse_broker_url("rpc://") : s.broker;
+  else
+    s.backend = parse_broker_url(s.opts.result_backend);
+  if (s.backend.scheme == broker_url::kind::amqp)
     throw std::invalid_argument("celery client: result backend " + s.backend.redacted() +
-                                " is not redis://");
+                                " is not supported: use rpc:// or redis://");
+  s.rpc_backend = s.backend.scheme == broker_url::kind::rpc;
+  if (s.rpc_backend && !s.amqp)
+    throw std::invalid_argument("celery client: result backend rpc:// needs an amqp:// broker");
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0)
     host[0] = '\0';
   s.origin = std::to_string(::getpid()) + "@" + host;
-  s.publisher = std::make_unique<redis_connection>(s.broker, 2000ms, s.opts.io_timeout);
-  s.listener = std::thread([&s] {
-    s.listen();
-  });
+  if (s.amqp) {
+    s.reply_queue = uuid4();
+    s.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s.wake_fd < 0)
+      throw std::system_error(errno, std::generic_category(), "celery client: eventfd");
+    s.amqp_io = std::thread([&s] {
+      s.amqp_loop();
+    });
+  } else {
+    s.publisher = std::make_unique<redis_connection>(s.broker, 2000ms, s.opts.io_timeout);
+  }
+  if (!s.rpc_backend)
+    s.listener = std::thread([&s] {
+      s.listen();
+    });
 }
 
 client::~client() {
@@ -154,7 +264,13 @@ client::~client() {
     std::lock_guard lock(s.mutex);
     s.exit = true;
   }
-  s.listener.join();
+  if (s.listener.joinable())
+    s.listener.join();
+  if (s.amqp_io.joinable()) {
+    s.wake();
+    s.amqp_io.join();
+    ::close(s.wake_fd);
+  }
   std::unordered_map<std::string, state::pending> left;
   {
     std::lock_guard lock(s.mutex);
@@ -193,11 +309,13 @@ void client::send_raw(
   m.time_limit_hard = o.time_limit;
   m.time_limit_soft = o.soft_time_limit;
   m.correlation_id = m.id;
-  m.reply_to = uuid4();
+  m.reply_to = s.rpc_backend ? s.reply_queue : uuid4();
   m.priority = o.priority;
   m.delivery_tag = uuid4();
   m.exchange = "";
   m.routing_key = o.queue;
+  if (s.amqp)
+    return send_amqp(m, std::move(done));
   const std::string envelope = encode_redis_envelope(m);
   {
     // Subscribed before it is sent, so that no result is missed.
@@ -221,6 +339,49 @@ void client::send_raw(
     s.waiting.erase(m.id);
     s.to_unsubscribe.push_back(m.id);
     throw;
+  }
+}
+
+void client::send_amqp(const task_message& m, completion done) {
+  state& s = *m_state;
+  auto p = std::make_shared<state::amqp_publish>();
+  p->queue = m.routing_key;
+  p->properties.correlation_id = m.correlation_id;
+  p->properties.reply_to = *m.reply_to;
+  p->properties.priority = m.priority;
+  p->properties.headers = encode_headers(m);
+  p->body = encode_body(m);
+  {
+    std::unique_lock lock(s.mutex);
+    if (s.rpc_backend) {
+      s.waiting.emplace(m.id, state::pending{std::move(done), true});
+    } else {
+      // Redis backend: subscribed before it is sent, so that no result is missed.
+      s.waiting.emplace(m.id, state::pending{std::move(done), false});
+      s.to_subscribe.push_back(m.id);
+      if (!s.cv.wait_for(lock, s.opts.io_timeout, [&] {
+            const auto it = s.waiting.find(m.id);
+            return it == s.waiting.end() || it->second.subscribed;
+          })) {
+        s.waiting.erase(m.id);
+        throw broker_error("celery client: " + s.backend.redacted() +
+                           " did not confirm the subscription to the result of " + m.id);
+      }
+    }
+    s.to_publish.push_back(p);
+  }
+  s.wake();
+  std::unique_lock lock(s.mutex);
+  if (!s.cv.wait_for(lock, s.opts.io_timeout, [&] {
+        return p->sent;
+      })) {
+    s.to_publish.erase(std::remove(s.to_publish.begin(), s.to_publish.end(), p),
+                       s.to_publish.end());
+    s.waiting.erase(m.id);
+    if (!s.rpc_backend)
+      s.to_unsubscribe.push_back(m.id);
+    throw broker_error("celery client: " + s.broker.redacted() + " did not take task " + m.id +
+                       " within " + std::to_string(s.opts.io_timeout.count()) + " ms");
   }
 }
 

@@ -2,8 +2,8 @@
 
 /// @file
 /// @brief Sending Celery tasks from C++: a named task with args, kwargs and Celery's options goes
-/// to a Redis broker as Celery's own client sends it, and its result comes back from the Redis
-/// result backend as an offload::future.
+/// to a Redis or RabbitMQ broker as Celery's own client sends it, and its result comes back from
+/// the Redis result backend or through rpc:// as an offload::future.
 
 #include <chrono>
 #include <memory>
@@ -13,6 +13,7 @@
 
 #include <offload/broker/celery/python_json.hpp>
 #include <offload/broker/celery/result_document.hpp>
+#include <offload/broker/celery/task_message.hpp>
 #include <offload/future.hpp>
 
 namespace offload::broker::celery {
@@ -41,23 +42,26 @@ struct send_options {
   std::string queue = "celery";
   std::optional<std::chrono::milliseconds> countdown;  ///< run no earlier than this from now
   std::optional<std::chrono::milliseconds> expires;    ///< revoked if not started by then
-  int priority = 0;                                    ///< kombu's Redis buckets: 0 first
-  std::optional<double> time_limit;                    ///< seconds (hard)
-  std::optional<double> soft_time_limit;               ///< seconds
+  int priority = 0;  ///< Redis: kombu's buckets, 0 first; RabbitMQ: 9 first (x-max-priority queues)
+  std::optional<double> time_limit;       ///< seconds (hard)
+  std::optional<double> soft_time_limit;  ///< seconds
 };
 
 struct client_options {
   std::string broker = "redis://127.0.0.1:6379/0";
-  std::string result_backend;  ///< redis://…; empty: the broker's
+  /// redis://…, or rpc:// with an amqp:// broker; empty: the broker's (Redis) or rpc:// (AMQP)
+  std::string result_backend;
   std::chrono::milliseconds io_timeout{5000};
 };
 
-/// Thread-safe. One thread receives every result (one SUBSCRIBE per task in flight, made before
-/// the task is sent, so no result is missed); a lost connection is re-made and the results
-/// published meanwhile are read with GET.
+/// Thread-safe. Redis backend: one thread receives every result (one SUBSCRIBE per task in flight,
+/// made before the task is sent, so no result is missed); a lost connection is re-made and the
+/// results published meanwhile are read with GET. RabbitMQ: one thread owns the AMQP connection,
+/// publishes the tasks and, with rpc://, consumes this client's reply queue (results sent while
+/// that connection is down are lost, as they are to Celery's own rpc:// client).
 class client {
  public:
-  /// Throws std::invalid_argument for a URL that is not redis://.
+  /// Throws std::invalid_argument for an unusable URL or combination (rpc:// with Redis).
   explicit client(client_options options);
   ~client();  ///< the futures of tasks still in flight throw broker_error
   client(const client&) = delete;
@@ -104,6 +108,7 @@ class client {
                 json kwargs,
                 const send_options& options,
                 completion done);
+  void send_amqp(const task_message& m, completion done);
 
   struct state;
   std::unique_ptr<state> m_state;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 
 #include <unistd.h>
 
+#include <offload/broker/celery/amqp_worker_link.hpp>
 #include <offload/broker/celery/base64.hpp>
 #include <offload/broker/celery/broker_url.hpp>
 #include <offload/broker/celery/iso8601.hpp>
@@ -88,6 +90,8 @@ class revoked_ids {
 struct held_task {
   held_message held;
   task_message msg;
+  std::uint64_t amqp_tag = 0;    ///< AMQP: the delivery tag to ack
+  std::uint64_t generation = 0;  ///< AMQP: the connection it came on
   const registered_task* task = nullptr;
   bool eta = false;           ///< waiting for its ETA (counted in eta_held, not busy)
   offload::future<void> run;  // hand_mutex (set by the consumer after submit)
@@ -95,6 +99,29 @@ struct held_task {
   bool soft_expired = false;       // hand_mutex: the soft time limit passed before `run` was set
   std::atomic<bool> ended{false};  // the first finish_* claims the message; a late one drops
 };
+
+/// What one step of a message's life sends, in order: results to the backend first, then what
+/// goes to the broker (a Redis broker's commands, or AMQP ops: rpc:// results, acks, events).
+struct outgoing {
+  std::vector<command> backend;  ///< to a Redis result backend
+  std::vector<command> broker;   ///< to a Redis broker
+  std::vector<amqp_op> amqp;     ///< to an AMQP broker, through the link
+  /// A task's end event: stamped and sent after the rest (see report_mutex's members).
+  std::optional<json> end_event;
+};
+
+/// The AMQP properties of a task message as Celery's producer sets them.
+amqp_properties task_properties(const task_message& m) {
+  amqp_properties p;
+  p.content_type = m.content_type;
+  p.content_encoding = m.content_encoding;
+  p.correlation_id = m.correlation_id.empty() ? m.id : m.correlation_id;
+  p.reply_to = m.reply_to.value_or("");
+  p.delivery_mode = m.delivery_mode;
+  p.priority = m.priority;
+  p.headers = encode_headers(m);
+  return p;
+}
 
 struct worker::state {
   state(offload::executor& e, const task_registry& t, worker_options o)
@@ -105,7 +132,10 @@ struct worker::state {
   worker_options opts;
   broker_url broker;
   broker_url backend;
-  bool backend_is_broker = true;
+  bool backend_is_broker = true;  // Redis broker and backend on one database: one connection
+  bool amqp = false;              // the broker is RabbitMQ: the link below owns its connection
+  bool rpc_backend = false;       // results go to each message's reply_to (rpc://)
+  std::unique_ptr<amqp_worker_link> link;
   redis_keys keys;  // the names redis_broker uses; acks queued for the reporter name them too
   std::string hostname;
   int pid = static_cast<int>(::getpid());
@@ -117,6 +147,7 @@ struct worker::state {
   std::condition_variable report_cv;
   std::vector<command> backend_cmds;
   std::vector<command> broker_cmds;
+  std::vector<amqp_op> amqp_ops;
   // A task's end event (succeeded, failed, retried, revoked), sent after the commands queued with
   // it and stamped when sent, so its timestamp is taken after the task's result is stored (as
   // Celery's are): task-received to task-succeeded is the worker's time with the message in hand.
@@ -156,16 +187,15 @@ struct worker::state {
     std::cerr << "celery_worker " << hostname << ": " << line << "\n";
   }
 
-  void report(std::vector<command> backend_part,
-              std::vector<command> broker_part,
-              std::optional<json> end_event = std::nullopt) {
+  void report(outgoing o) {
     {
       std::lock_guard lock(report_mutex);
-      for (auto& c : backend_part)
-        (backend_is_broker ? broker_cmds : backend_cmds).push_back(std::move(c));
-      for (auto& c : broker_part) broker_cmds.push_back(std::move(c));
-      if (end_event)
-        end_events.push_back(std::move(*end_event));
+      for (auto& c : o.backend)
+        (backend_is_broker && !amqp ? broker_cmds : backend_cmds).push_back(std::move(c));
+      for (auto& c : o.broker) broker_cmds.push_back(std::move(c));
+      for (auto& op : o.amqp) amqp_ops.push_back(std::move(op));
+      if (o.end_event)
+        end_events.push_back(std::move(*o.end_event));
     }
     report_cv.notify_one();
   }
@@ -185,6 +215,66 @@ struct worker::state {
   std::vector<command> ack(const std::string& tag) const {
     return {
         {"ZREM", keys.unacked_index, tag}, {"HDEL", keys.unacked, tag}, {"HDEL", keys.owner, tag}};
+  }
+
+  /// A result stored where the backend keeps it: Redis (SETEX + PUBLISH), or rpc:// (a message
+  /// to the sender's reply queue; none when the message named no reply_to, as Celery does).
+  void add_result(outgoing& o,
+                  const result_document& d,
+                  const std::optional<std::string>& reply_to,
+                  const std::string& correlation_id) const {
+    if (!rpc_backend) {
+      for (auto& c : store_and_publish(d)) o.backend.push_back(std::move(c));
+      return;
+    }
+    if (!reply_to || reply_to->empty())
+      return;
+    amqp_op op;
+    op.routing_key = *reply_to;
+    op.properties.correlation_id = correlation_id.empty() ? d.task_id : correlation_id;
+    op.properties.delivery_mode = 1;
+    op.body = encode_rpc_result(d);
+    o.amqp.push_back(std::move(op));
+  }
+  void add_result(outgoing& o, const result_document& d, const task_message& m) const {
+    add_result(o, d, m.reply_to, m.correlation_id);
+  }
+  /// The message is done with: forgotten by the broker.
+  void add_ack(outgoing& o, const std::string& tag, std::uint64_t amqp_tag, std::uint64_t gen) {
+    if (!amqp) {
+      for (auto& c : ack(tag)) o.broker.push_back(std::move(c));
+      return;
+    }
+    amqp_op op;
+    op.what = amqp_op::kind::ack;
+    op.tag = amqp_tag;
+    op.generation = gen;
+    o.amqp.push_back(std::move(op));
+  }
+  void add_ack(outgoing& o, const held_task& h) {
+    add_ack(o, h.held.tag, h.amqp_tag, h.generation);
+  }
+  /// An event, stamped now: to `/<db>.celeryev/<key>` on Redis, to topic exchange `celeryev`
+  /// on RabbitMQ, the routing key being its type with '-' as '.'.
+  void add_event(outgoing& o, json e) {
+    if (!amqp) {
+      o.broker.push_back(publish_event(std::move(e)));
+      return;
+    }
+    e["timestamp"] = unix_seconds(wall_now());
+    amqp_op op;
+    op.exchange = "celeryev";
+    op.routing_key = e["type"].get<std::string>();
+    std::replace(op.routing_key.begin(), op.routing_key.end(), '-', '.');
+    op.properties.delivery_mode = 1;
+    op.properties.headers = {{"hostname", hostname}};
+    op.body = dumps(e);
+    o.amqp.push_back(std::move(op));
+  }
+  void report_event(json e) {
+    outgoing o;
+    add_event(o, std::move(e));
+    report(std::move(o));
   }
 
   json event(std::string type) {
@@ -262,19 +352,21 @@ struct worker::state {
     if (!claim(h))
       return;
     const task_message& m = h->msg;
-    std::vector<command> backend_part;
+    outgoing o;
     if (!m.ignore_result)
-      backend_part = store_and_publish(result_document::revoked(
-          m.id, expired ? "expired" : "revoked", format_iso8601_naive(wall_now())));
-    std::vector<command> broker_part = ack(h->held.tag);
-    std::optional<json> e = end_event("task-revoked", m);
-    if (e) {
-      (*e)["terminated"] = false;
-      (*e)["signum"] = nullptr;
-      (*e)["expired"] = expired;
+      add_result(o,
+                 result_document::revoked(
+                     m.id, expired ? "expired" : "revoked", format_iso8601_naive(wall_now())),
+                 m);
+    add_ack(o, *h);
+    o.end_event = end_event("task-revoked", m);
+    if (o.end_event) {
+      (*o.end_event)["terminated"] = false;
+      (*o.end_event)["signum"] = nullptr;
+      (*o.end_event)["expired"] = expired;
     }
     count.revoked.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part), std::move(e));
+    report(std::move(o));
     release(h);
   }
 
@@ -284,22 +376,22 @@ struct worker::state {
     if (!claim(h))
       return;
     const task_message& m = h->msg;
-    std::vector<command> backend_part;
+    outgoing o;
     if (!m.ignore_result) {
       result_document d =
           result_document::failure(m.id, ex, traceback, format_iso8601_naive(wall_now()));
       d.parent_id = m.parent_id;
       d.group_id = m.group;
-      backend_part = store_and_publish(d);
+      add_result(o, d, m);
     }
-    std::vector<command> broker_part = ack(h->held.tag);
-    std::optional<json> e = end_event("task-failed", m);
-    if (e) {
-      (*e)["exception"] = python_repr(ex);
-      (*e)["traceback"] = traceback ? json(*traceback) : json(nullptr);
+    add_ack(o, *h);
+    o.end_event = end_event("task-failed", m);
+    if (o.end_event) {
+      (*o.end_event)["exception"] = python_repr(ex);
+      (*o.end_event)["traceback"] = traceback ? json(*traceback) : json(nullptr);
     }
     count.failed.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part), std::move(e));
+    report(std::move(o));
     release(h);
   }
 
@@ -307,22 +399,22 @@ struct worker::state {
     if (!claim(h))
       return;
     const task_message& m = h->msg;
-    std::vector<command> backend_part;
-    std::optional<json> e = end_event("task-succeeded", m);
-    if (e) {
-      (*e)["result"] = dumps(value);
-      (*e)["runtime"] = runtime;
+    outgoing o;
+    o.end_event = end_event("task-succeeded", m);
+    if (o.end_event) {
+      (*o.end_event)["result"] = dumps(value);
+      (*o.end_event)["runtime"] = runtime;
     }
     if (!m.ignore_result) {
       result_document d =
           result_document::success(m.id, std::move(value), format_iso8601_naive(wall_now()));
       d.parent_id = m.parent_id;
       d.group_id = m.group;
-      backend_part = store_and_publish(d);
+      add_result(o, d, m);
     }
-    std::vector<command> broker_part = ack(h->held.tag);
+    add_ack(o, *h);
     count.succeeded.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part), std::move(e));
+    report(std::move(o));
     release(h);
   }
 
@@ -342,46 +434,78 @@ struct worker::state {
     again.delivery_tag = uuid4();
     again.redelivered = false;
     again.extra_headers.erase("redelivered");
-    std::vector<command> backend_part;
+    outgoing o;
     if (!m.ignore_result) {
       const std::string traceback =
           "Retry in " + std::to_string(delay.count()) + " ms: " + ex.type + ": " + ex.text();
-      backend_part = store_and_publish(result_document::retry(m.id, ex, traceback));
+      add_result(o, result_document::retry(m.id, ex, traceback), m);
     }
-    const std::string queue = queue_of_list(h->held.list);
-    std::vector<command> broker_part{
-        {"MULTI"}, {"LPUSH", redis_priority_list(queue, m.priority), encode_redis_envelope(again)}};
-    for (auto& c : ack(h->held.tag)) broker_part.push_back(std::move(c));
-    broker_part.push_back({"EXEC"});
-    std::optional<json> e = end_event("task-retried", m);
-    if (e) {
-      (*e)["exception"] = python_repr(ex);
-      (*e)["traceback"] = nullptr;
+    if (amqp) {
+      // To where it came from (Celery's retry keeps the delivery's exchange and routing key),
+      // then the original acked: at worst both are delivered, never neither.
+      amqp_op copy;
+      copy.exchange = m.exchange;
+      copy.routing_key = m.routing_key;
+      copy.properties = task_properties(again);
+      copy.body = encode_body(again);
+      o.amqp.push_back(std::move(copy));
+      add_ack(o, *h);
+    } else {
+      const std::string queue = queue_of_list(h->held.list);
+      o.broker = {{"MULTI"},
+                  {"LPUSH", redis_priority_list(queue, m.priority), encode_redis_envelope(again)}};
+      add_ack(o, *h);
+      o.broker.push_back({"EXEC"});
+    }
+    o.end_event = end_event("task-retried", m);
+    if (o.end_event) {
+      (*o.end_event)["exception"] = python_repr(ex);
+      (*o.end_event)["traceback"] = nullptr;
     }
     count.retried.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part), std::move(e));
+    report(std::move(o));
     release(h);
   }
 
   /// A message that cannot be read: its raw bytes to "<queue>.dead" with the reason, FAILURE
   /// stored where an id was read, acked. Nothing of it runs.
-  void reject_malformed(const held_message& held, const malformed_message& e) {
-    log("rejected a malformed message from '" + queue_of_list(held.list) + "': " + e.what());
-    std::vector<command> backend_part;
+  /// On RabbitMQ `am` is the delivery (its headers go to the dead letter too) and "<queue>.dead"
+  /// is a queue.
+  void reject_malformed(const held_message& held,
+                        const malformed_message& e,
+                        const amqp_message* am = nullptr,
+                        std::uint64_t gen = 0) {
+    const std::string queue = queue_of_list(held.list);
+    log("rejected a malformed message from '" + queue + "': " + e.what());
+    outgoing o;
     if (!e.task_id().empty()) {
       const remote_exception ex{
           "ValueError", json::array({std::string("malformed message: ") + e.what()}), "builtins"};
-      backend_part = store_and_publish(result_document::failure(
-          e.task_id(), ex, std::nullopt, format_iso8601_naive(wall_now())));
+      const result_document d =
+          result_document::failure(e.task_id(), ex, std::nullopt, format_iso8601_naive(wall_now()));
+      if (am != nullptr)
+        add_result(o, d, am->delivery.reply_to, am->delivery.correlation_id.value_or(""));
+      else
+        add_result(o, d, std::nullopt, "");
     }
     json dead = json::object();
     dead["reason"] = e.what();
     dead["hostname"] = hostname;
-    dead["message"] = held.envelope;
-    std::vector<command> broker_part{{"LPUSH", queue_of_list(held.list) + ".dead", dumps(dead)}};
-    for (auto& c : ack(held.tag)) broker_part.push_back(std::move(c));
+    dead["message"] = am != nullptr ? am->body : held.envelope;
+    if (am != nullptr) {
+      dead["headers"] = am->delivery.headers;
+      dead["content_type"] = am->delivery.content_type ? json(*am->delivery.content_type) : json();
+      amqp_op op;
+      op.routing_key = queue + ".dead";
+      op.body = dumps(dead);
+      o.amqp.push_back(std::move(op));
+      add_ack(o, held.tag, am->tag, gen);
+    } else {
+      o.broker.push_back({"LPUSH", queue + ".dead", dumps(dead)});
+      add_ack(o, held.tag, 0, 0);
+    }
     count.rejected.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(backend_part), std::move(broker_part));
+    report(std::move(o));
   }
 
   // ---- running ----
@@ -400,7 +524,7 @@ struct worker::state {
     if (m.expires && wall_now() >= parse_iso8601(*m.expires))
       return finish_revoked(h, true);
     if (events.load(std::memory_order_relaxed))
-      report({}, {publish_event(task_event_base("task-started", m))});
+      report_event(task_event_base("task-started", m));
     arm_time_limits(h);
     {
       std::lock_guard lock(total_mutex);
@@ -451,14 +575,20 @@ struct worker::state {
     finish_failure(h, ex, traceback);
   }
 
-  /// A message just taken: decides what becomes of it. Runs on the consumer thread.
-  void accept(held_message held) {
+  /// A message just taken: decides what becomes of it. Runs on the consumer thread (Redis) or
+  /// the link's (RabbitMQ: `am` is the delivery, `gen` its connection).
+  void accept(held_message held, const amqp_message* am = nullptr, std::uint64_t gen = 0) {
     count.received.fetch_add(1, std::memory_order_relaxed);
     auto h = std::make_shared<held_task>();
     try {
-      h->msg = decode_redis_envelope(held.envelope, opts.limits);
+      h->msg = am != nullptr ? decode_amqp(am->delivery, am->body, opts.limits)
+                             : decode_redis_envelope(held.envelope, opts.limits);
     } catch (const malformed_message& e) {
-      return reject_malformed(held, e);
+      return reject_malformed(held, e, am, gen);
+    }
+    if (am != nullptr) {
+      h->amqp_tag = am->tag;
+      h->generation = gen;
     }
     h->held = std::move(held);
     h->received = wall_now();
@@ -480,7 +610,7 @@ struct worker::state {
       e["eta"] = m.eta ? json(*m.eta) : json(nullptr);
       e["expires"] = m.expires ? json(*m.expires) : json(nullptr);
       // Through the reporter, before the task can start: events leave in the order they happen.
-      report({}, {publish_event(std::move(e))});
+      report_event(std::move(e));
     }
     if (h->task == nullptr) {
       log("unknown task '" + m.task + "' (id " + m.id + "): FAILURE NotRegistered");
@@ -595,21 +725,79 @@ struct worker::state {
   void reporter_loop();
   void control_loop(const std::atomic<bool>& stop);
   json control_reply(const json& request);
+  void serve_amqp(const std::atomic<bool>& stop);
+  /// Cancels the ETA tasks `which` selects that have not started (they never run) and drops
+  /// them from the hand, unacked: the broker has them (Redis: restored; RabbitMQ: delivered
+  /// again once their connection is gone). Returns how many.
+  template <class Pred>
+  std::size_t cancel_waiting(Pred which) {
+    std::vector<std::shared_ptr<held_task>> waiting;
+    {
+      std::lock_guard lock(hand_mutex);
+      for (const auto& [tag, h] : hand)
+        if (h->eta && which(*h))
+          waiting.push_back(h);
+    }
+    std::size_t n = 0;
+    for (const auto& h : waiting) {
+      std::lock_guard lock(hand_mutex);
+      if (h->run.valid() && h->run.cancel()) {
+        hand.erase(h->held.tag);
+        eta_held.fetch_sub(1, std::memory_order_relaxed);
+        ++n;
+      }
+    }
+    return n;
+  }
+  /// Stop: the waiting ETA tasks go back, what runs finishes (unless the broker is lost).
+  void wind_down() {
+    cancel_waiting([](const held_task&) {
+      return true;
+    });
+    std::unique_lock lock(hand_mutex);
+    while (!hand.empty() && !fatal.load(std::memory_order_acquire))  // pairs with set_fatal()
+      slot_cv.wait_for(lock, 100ms);
+  }
+  /// worker-offline, then the reporter sends what is left and returns.
+  void stop_reporter() {
+    report_event(worker_event("worker-offline"));
+    {
+      std::lock_guard lock(report_mutex);
+      reporter_exit = true;
+    }
+    report_cv.notify_one();
+  }
+  /// A pidbox request's reply and where it goes; nothing for a cast, an expired request or
+  /// one for other nodes.
+  struct control_answer {
+    std::string exchange;
+    std::string routing_key;
+    json body;
+    json headers;
+  };
+  std::optional<control_answer> answer_control(const json& request, const json& headers);
+  void answer_amqp_control(const amqp_message& m);
   void consume(const std::atomic<bool>& stop);
 };
 
 void worker::state::reporter_loop() {
-  redis_connection broker_conn(broker);
+  // Redis connections: the broker's (Redis broker only) and the backend's when it has one of
+  // its own. An AMQP broker's ops go to the link, after the Redis backend's commands.
+  std::unique_ptr<redis_connection> broker_conn;
   std::unique_ptr<redis_connection> backend_conn;
-  if (!backend_is_broker)
+  std::unique_ptr<redis_broker> rb;
+  if (!amqp) {
+    broker_conn = std::make_unique<redis_connection>(broker);
+    rb = std::make_unique<redis_broker>(*broker_conn, keys);
+  }
+  if (!rpc_backend && (amqp || !backend_is_broker))
     backend_conn = std::make_unique<redis_connection>(backend);
-  redis_broker rb(broker_conn, keys);
   auto next_heartbeat = steady::now() + opts.heartbeat;
   const auto refresh_every = std::max<std::chrono::seconds>(1s, opts.visibility_timeout / 4);
   auto next_refresh = steady::now() + refresh_every;
   auto next_restore = steady::now() + opts.restore_every;
   std::vector<command> backend_batch;
-  std::vector<command> broker_batch;
+  outgoing batch;  // broker and amqp parts
   std::vector<json> end_batch;
   auto last_ok = steady::now();
   bool exiting = false;
@@ -619,8 +807,9 @@ void worker::state::reporter_loop() {
       const auto wake =
           limits.empty() ? next_heartbeat : std::min(next_heartbeat, limits.begin()->first);
       report_cv.wait_until(lock, wake, [&] {
-        return !backend_cmds.empty() || !broker_cmds.empty() || !end_events.empty() ||
-               reporter_exit || (!limits.empty() && limits.begin()->first < wake);
+        return !backend_cmds.empty() || !broker_cmds.empty() || !amqp_ops.empty() ||
+               !end_events.empty() || reporter_exit ||
+               (!limits.empty() && limits.begin()->first < wake);
       });
       std::vector<time_limit> due;
       while (!limits.empty() && limits.begin()->first <= steady::now()) {
@@ -633,56 +822,59 @@ void worker::state::reporter_loop() {
         continue;  // what they reported is picked up at once
       }
       for (auto& c : backend_cmds) backend_batch.push_back(std::move(c));
-      for (auto& c : broker_cmds) broker_batch.push_back(std::move(c));
+      for (auto& c : broker_cmds) batch.broker.push_back(std::move(c));
+      for (auto& op : amqp_ops) batch.amqp.push_back(std::move(op));
       for (auto& e : end_events) end_batch.push_back(std::move(e));
       backend_cmds.clear();
       broker_cmds.clear();
+      amqp_ops.clear();
       end_events.clear();
       exiting = reporter_exit;
     }
     const auto now = steady::now();
     if (now >= next_heartbeat && !exiting) {
-      broker_batch.push_back(publish_event(worker_event("worker-heartbeat")));
+      add_event(batch, worker_event("worker-heartbeat"));
       next_heartbeat = now + opts.heartbeat;
     }
-    const auto send = [](redis_connection& c, std::vector<command>& batch) {
-      if (batch.empty())
+    const auto send = [](redis_connection& c, std::vector<command>& cmds) {
+      if (cmds.empty())
         return;
-      std::vector<redis_connection::args> cmds;
-      cmds.reserve(batch.size());
-      for (const command& cmd : batch) cmds.emplace_back(cmd.begin(), cmd.end());
+      std::vector<redis_connection::args> argv;
+      argv.reserve(cmds.size());
+      for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
       try {
-        c.pipeline(cmds);
+        c.pipeline(argv);
       } catch (const broker_refused& e) {
         // The connection is fine and every command ran; one was refused (a key of another
         // type, say). Nothing to retry: say so and go on.
         std::cerr << "celery_worker: " << e.what() << "\n";
       }
-      batch.clear();
+      cmds.clear();
     };
     try {
-      send(backend_conn ? *backend_conn : broker_conn, backend_batch);
-      send(broker_conn, broker_batch);
-      if (!end_batch.empty()) {
-        std::vector<command> stamped;
-        stamped.reserve(end_batch.size());
-        for (const json& e : end_batch) stamped.push_back(publish_event(e));
-        send(broker_conn, stamped);
-        end_batch.clear();
-      }
-      if (now >= next_refresh) {
-        rb.refresh(eta_tags(), unix_seconds(wall_now()));
-        next_refresh = now + refresh_every;
-      }
-      if (now >= next_restore && !exiting) {
-        const std::size_t n = rb.restore(unix_seconds(wall_now()) -
-                                         static_cast<double>(opts.visibility_timeout.count()));
-        if (n > 0) {
-          count.restored.fetch_add(n, std::memory_order_relaxed);
-          log("restored " + std::to_string(n) +
-              " unacknowledged message(s) past the visibility timeout");
+      send(backend_conn ? *backend_conn : *broker_conn, backend_batch);
+      // Stamped now, after the results they follow are stored.
+      for (json& e : end_batch) add_event(batch, std::move(e));
+      end_batch.clear();
+      if (amqp) {
+        link->post(std::move(batch.amqp));
+        batch.amqp.clear();
+      } else {
+        send(*broker_conn, batch.broker);
+        if (now >= next_refresh) {
+          rb->refresh(eta_tags(), unix_seconds(wall_now()));
+          next_refresh = now + refresh_every;
         }
-        next_restore = now + opts.restore_every;
+        if (now >= next_restore && !exiting) {
+          const std::size_t n = rb->restore(unix_seconds(wall_now()) -
+                                            static_cast<double>(opts.visibility_timeout.count()));
+          if (n > 0) {
+            count.restored.fetch_add(n, std::memory_order_relaxed);
+            log("restored " + std::to_string(n) +
+                " unacknowledged message(s) past the visibility timeout");
+          }
+          next_restore = now + opts.restore_every;
+        }
       }
       last_ok = steady::now();
     } catch (const broker_error& e) {
@@ -700,7 +892,7 @@ void worker::state::reporter_loop() {
     }
     if (exiting) {
       std::lock_guard lock(report_mutex);
-      if (backend_cmds.empty() && broker_cmds.empty() && end_events.empty())
+      if (backend_cmds.empty() && broker_cmds.empty() && amqp_ops.empty() && end_events.empty())
         return;
     }
   }
@@ -811,9 +1003,9 @@ json worker::state::control_reply(const json& request) {
             {"broker",
              {{"hostname", broker.host},
               {"port", broker.port},
-              {"virtual_host", std::to_string(broker.db)},
-              {"transport", "redis"},
-              {"ssl", false}}},
+              {"virtual_host", amqp ? broker.vhost : std::to_string(broker.db)},
+              {"transport", amqp ? "amqp" : "redis"},
+              {"ssl", broker.tls}}},
             {"prefetch_count", prefetch()},
             {"offload",
              {{"received", count.received.load()},
@@ -825,7 +1017,7 @@ json worker::state::control_reply(const json& request) {
               {"restored", count.restored.load()}}}};
   }
   if (method == "heartbeat") {
-    report({}, {publish_event(worker_event("worker-heartbeat"))});
+    report_event(worker_event("worker-heartbeat"));
     return nullptr;
   }
   if (method == "enable_events") {
@@ -839,6 +1031,57 @@ json worker::state::control_reply(const json& request) {
   if (method == "hello")
     return {{"revoked", json::object()}, {"clock", clock.load(std::memory_order_relaxed)}};
   return {{"error", "No such control command: " + method}};
+}
+
+std::optional<worker::state::control_answer> worker::state::answer_control(const json& request,
+                                                                           const json& headers) {
+  if (headers.is_object() && headers.contains("expires") && headers["expires"].is_number() &&
+      headers["expires"].get<double>() < unix_seconds(wall_now()))
+    return std::nullopt;  // the caller stopped waiting for it
+  const json& dest = request.contains("destination") ? request["destination"] : json();
+  if (dest.is_array()) {
+    bool mine = false;
+    for (const json& d : dest) mine = mine || (d.is_string() && d.get<std::string>() == hostname);
+    if (!mine)
+      return std::nullopt;
+  }
+  json reply;
+  try {
+    reply = control_reply(request);
+  } catch (const std::exception& e) {
+    reply = {{"error", e.what()}};
+  }
+  const json& reply_to = request.contains("reply_to") ? request["reply_to"] : json();
+  if (!reply_to.is_object() || !request.contains("ticket") || reply.is_null())
+    return std::nullopt;  // a cast: no answer
+  control_answer a;
+  a.body = {{hostname, reply}};
+  a.headers = {{"ticket", request["ticket"]},
+               {"clock", clock.fetch_add(1, std::memory_order_relaxed) + 1}};
+  a.exchange = reply_to.value("exchange", "reply.celery.pidbox");
+  a.routing_key = reply_to.value("routing_key", "");
+  return a;
+}
+
+void worker::state::answer_amqp_control(const amqp_message& m) {
+  std::optional<control_answer> a;
+  try {
+    a = answer_control(json::parse(m.body), m.delivery.headers);
+  } catch (const std::exception& e) {
+    log(std::string("ignored a control message that is not readable: ") + e.what());
+    return;
+  }
+  if (!a)
+    return;
+  amqp_op op;
+  op.exchange = a->exchange;
+  op.routing_key = a->routing_key;
+  op.properties.delivery_mode = 1;
+  op.properties.headers = a->headers;
+  op.body = dumps(a->body);
+  std::vector<amqp_op> ops;
+  ops.push_back(std::move(op));
+  link->post(std::move(ops));
 }
 
 void worker::state::control_loop(const std::atomic<bool>& stop) {
@@ -857,44 +1100,22 @@ void worker::state::control_loop(const std::atomic<bool>& stop) {
       const std::optional<redis_reply> r = sub.next_push(200ms);
       if (!r || r->size() != 4 || r->element_str(0) != "pmessage")
         continue;
-      json request;
+      std::optional<control_answer> a;
       try {
         const json env = json::parse(r->element_str(3));
         const std::string body = env.at("properties").value("body_encoding", "") == "base64"
                                      ? base64_decode(env.at("body").get<std::string>())
                                      : env.at("body").get<std::string>();
-        request = json::parse(body);
-        const json& headers = env.at("headers");
-        if (headers.contains("expires") && headers["expires"].is_number() &&
-            headers["expires"].get<double>() < unix_seconds(wall_now()))
-          continue;  // the caller stopped waiting for it
+        a = answer_control(json::parse(body), env.at("headers"));
       } catch (const std::exception& e) {
         log(std::string("ignored a control message that is not readable: ") + e.what());
         continue;
       }
-      const json& dest = request.contains("destination") ? request["destination"] : json();
-      if (dest.is_array()) {
-        bool mine = false;
-        for (const json& d : dest)
-          mine = mine || (d.is_string() && d.get<std::string>() == hostname);
-        if (!mine)
-          continue;
-      }
-      json reply;
-      try {
-        reply = control_reply(request);
-      } catch (const std::exception& e) {
-        reply = {{"error", e.what()}};
-      }
-      const json& reply_to = request.contains("reply_to") ? request["reply_to"] : json();
-      if (!reply_to.is_object() || !request.contains("ticket") || reply.is_null())
-        continue;  // a cast: no answer
-      const json body = {{hostname, reply}};
-      const json headers = {{"ticket", request["ticket"]},
-                            {"clock", clock.fetch_add(1, std::memory_order_relaxed) + 1}};
-      const std::string exchange = reply_to.value("exchange", "reply.celery.pidbox");
-      const std::string key = reply_to.value("routing_key", "");
-      replies.publish_direct(exchange, key, kombu_envelope(dumps(body), headers, exchange, key, 1));
+      if (a)
+        replies.publish_direct(
+            a->exchange,
+            a->routing_key,
+            kombu_envelope(dumps(a->body), a->headers, a->exchange, a->routing_key, 1));
     } catch (const broker_error& e) {
       log(std::string("control: ") + e.what() + "; reconnecting");
       sub.disconnect();
@@ -955,15 +1176,21 @@ worker::worker(offload::executor& executor, const task_registry& tasks, worker_o
     : m_state(std::make_unique<state>(executor, tasks, std::move(options))) {
   state& s = *m_state;
   s.broker = parse_broker_url(s.opts.broker);
-  if (s.broker.scheme != broker_url::kind::redis)
-    throw std::invalid_argument("celery worker: broker " + s.broker.redacted() +
-                                " is not redis:// (RabbitMQ is not served yet)");
-  s.backend = s.opts.result_backend.empty() ? s.broker : parse_broker_url(s.opts.result_backend);
-  if (s.backend.scheme != broker_url::kind::redis)
+  if (s.broker.scheme == broker_url::kind::rpc)
+    throw std::invalid_argument("celery worker: rpc:// is a result backend, not a broker");
+  s.amqp = s.broker.scheme == broker_url::kind::amqp;
+  if (s.opts.result_backend.empty())
+    s.backend = s.amqp ? parse_broker_url("rpc://") : s.broker;
+  else
+    s.backend = parse_broker_url(s.opts.result_backend);
+  if (s.backend.scheme == broker_url::kind::amqp)
     throw std::invalid_argument("celery worker: result backend " + s.backend.redacted() +
-                                " is not redis:// (rpc:// needs RabbitMQ)");
-  s.backend_is_broker =
-      s.backend.redacted() == s.broker.redacted() && s.backend.password == s.broker.password;
+                                " is not supported: use rpc:// or redis://");
+  s.rpc_backend = s.backend.scheme == broker_url::kind::rpc;
+  if (s.rpc_backend && !s.amqp)
+    throw std::invalid_argument("celery worker: result backend rpc:// needs an amqp:// broker");
+  s.backend_is_broker = !s.amqp && !s.rpc_backend && s.backend.redacted() == s.broker.redacted() &&
+                        s.backend.password == s.broker.password;
   if (s.opts.queues.empty())
     throw std::invalid_argument("celery worker: no queues to consume");
   for (const std::string& q : s.opts.queues)
@@ -996,8 +1223,77 @@ worker_stats worker::stats() const {
           c.reconnects.load()};
 }
 
+void worker::state::serve_amqp(const std::atomic<bool>& stop) {
+  amqp_link_options lo;
+  lo.url = broker;
+  lo.queues = opts.queues;
+  lo.hostname = hostname;
+  lo.prefetch = prefetch();
+  lo.queue_max_priority = opts.queue_max_priority;
+  lo.connection.heartbeat = opts.amqp_heartbeat;
+  lo.connection.ca_file = opts.ca_file;
+  lo.reconnect_for = opts.reconnect_for;
+  amqp_link_hooks hooks;
+  hooks.task = [this](amqp_message m, std::uint64_t gen) {
+    held_message held;
+    held.tag = std::to_string(gen) + "." + std::to_string(m.tag);
+    held.list = m.queue;
+    accept(std::move(held), &m, gen);
+  };
+  hooks.control = [this](amqp_message m) {
+    answer_amqp_control(m);
+  };
+  hooks.eta_held = [this] {
+    return eta_held.load(std::memory_order_relaxed);
+  };
+  hooks.lost = [this](std::uint64_t gen) {
+    const std::size_t n = cancel_waiting([gen](const held_task& h) {
+      return h.generation == gen;
+    });
+    count.reconnects.fetch_add(1, std::memory_order_relaxed);
+    if (n > 0)
+      log(std::to_string(n) +
+          " waiting ETA task(s) of the lost connection dropped: delivered again");
+  };
+  hooks.log = [this](const std::string& line) {
+    log(line);
+  };
+  link = std::make_unique<amqp_worker_link>(std::move(lo), std::move(hooks));
+  report_event(worker_event("worker-online"));
+  std::thread reporter([this] {
+    reporter_loop();
+  });
+  std::exception_ptr failure;
+  std::atomic<bool> link_done{false};
+  std::thread io([&] {
+    try {
+      link->run();
+    } catch (const std::exception& e) {
+      failure = std::current_exception();
+      set_fatal(e.what());
+    }
+    link_done.store(true, std::memory_order_relaxed);
+  });
+  log("consuming " + dumps(json(opts.queues)) + " on " + broker.redacted());
+  while (!stop.load(std::memory_order_relaxed) && !link_done.load(std::memory_order_relaxed) &&
+         !fatal.load(std::memory_order_acquire))  // pairs with set_fatal()
+    std::this_thread::sleep_for(50ms);
+  link->stop_consuming();
+  wind_down();
+  stop_reporter();
+  reporter.join();  // everything it had is posted to the link
+  link->finish();
+  io.join();  // ... and sent, unless the link failed (then `failure` says why)
+  if (failure)
+    std::rethrow_exception(failure);
+  if (fatal.load(std::memory_order_acquire))
+    throw broker_error(fatal_what);
+}
+
 void worker::run() {
   state& s = *m_state;
+  if (s.amqp)
+    return s.serve_amqp(m_stop);
   {
     // What an earlier run under this hostname held (killed, say) goes back first, and what
     // anyone left past the visibility timeout.
@@ -1011,7 +1307,7 @@ void worker::run() {
       s.log("restored " + std::to_string(n) + " unacknowledged message(s)");
     }
   }
-  s.report({}, {s.publish_event(s.worker_event("worker-online"))});
+  s.report_event(s.worker_event("worker-online"));
   std::thread reporter([&s] {
     s.reporter_loop();
   });
@@ -1026,33 +1322,9 @@ void worker::run() {
     failure = std::current_exception();
   }
   m_stop.store(true, std::memory_order_relaxed);  // the control thread ends too
-  // Stop: ETA tasks not yet due are cancelled (they never run) and put back; what runs finishes.
-  std::vector<std::shared_ptr<held_task>> waiting;
-  {
-    std::lock_guard lock(s.hand_mutex);
-    for (const auto& [tag, h] : s.hand)
-      if (h->eta)
-        waiting.push_back(h);
-  }
-  for (const auto& h : waiting) {
-    std::lock_guard lock(s.hand_mutex);
-    if (h->run.valid() && h->run.cancel()) {
-      s.hand.erase(h->held.tag);
-      s.eta_held.fetch_sub(1, std::memory_order_relaxed);
-    }
-  }
-  {
-    std::unique_lock lock(s.hand_mutex);
-    while (!s.hand.empty() && !s.fatal.load(std::memory_order_acquire))
-      s.slot_cv.wait_for(lock, 100ms);
-  }
+  s.wind_down();
   control.join();
-  s.report({}, {s.publish_event(s.worker_event("worker-offline"))});
-  {
-    std::lock_guard lock(s.report_mutex);
-    s.reporter_exit = true;
-  }
-  s.report_cv.notify_one();
+  s.stop_reporter();
   reporter.join();
   if (!failure && !s.fatal.load(std::memory_order_acquire)) {
     try {

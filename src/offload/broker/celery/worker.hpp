@@ -2,8 +2,9 @@
 
 /// @file
 /// @brief A Celery worker in C++: serves the tasks of a task_registry to unchanged Python Celery
-/// clients over Redis (kombu's transport), storing results in the Redis result backend, on an
-/// offload::executor the caller owns.
+/// clients over Redis (kombu's transport) or RabbitMQ (AMQP 0-9-1), storing results in the Redis
+/// result backend or sending them to the client's reply queue (rpc://), on an offload::executor
+/// the caller owns.
 
 #include <atomic>
 #include <chrono>
@@ -20,7 +21,8 @@ namespace offload::broker::celery {
 
 struct worker_options {
   std::string broker = "redis://127.0.0.1:6379/0";  ///< Celery's broker URL
-  std::string result_backend;                       ///< redis://…; empty: the broker's
+  /// redis://… or rpc:// (an amqp:// broker only); empty: the broker's (Redis) or rpc:// (AMQP)
+  std::string result_backend;
   std::vector<std::string> queues{"celery"};
   std::string hostname;  ///< the node name; empty: "celery-cpp@<host name>"
   /// Messages in hand that are ready or running; 0: 4 × the executor's workers. Tasks waiting
@@ -38,6 +40,12 @@ struct worker_options {
   /// The broker may stay unreachable this long before run() gives up with broker_error.
   std::chrono::milliseconds reconnect_for{30000};
   decode_limits limits{};
+  /// RabbitMQ: task queues this worker declares (only those missing) get x-max-priority; 0:
+  /// none. Declare them as the Python app does (task_queue_max_priority).
+  int queue_max_priority = 0;
+  std::chrono::seconds amqp_heartbeat{60};  ///< RabbitMQ: the AMQP heartbeat asked for; 0: none
+  /// amqps://: the CA bundle the broker's certificate must chain to; empty: not verified.
+  std::string ca_file;
 };
 
 struct worker_stats {
@@ -52,9 +60,11 @@ struct worker_stats {
 };
 
 /// Consumes `queues`, runs each task on the executor and stores its state. Delivery is at least
-/// once: a message stays recorded in `unacked` from the moment it is taken until its result is
-/// stored (acks late), so a worker killed at any point leaves it to be restored (by itself when
-/// restarted under the same hostname, or by any Python worker after the visibility timeout).
+/// once: a message is acked only after its result is stored (acks late). On Redis it stays
+/// recorded in `unacked` from the moment it is taken, so a worker killed at any point leaves it
+/// to be restored (by itself when restarted under the same hostname, or by any Python worker
+/// after the visibility timeout); on RabbitMQ it is an unacked delivery, which the broker gives
+/// to another consumer once this worker's connection is gone.
 ///
 /// What happens to a message: malformed (bad JSON, base64, body shape, content type, size) →
 /// FAILURE with the reason where an id could be read, and the raw message pushed to the list
