@@ -1,4 +1,4 @@
-"""The benchmark's tasks for Celery and RQ: the same work as offload_worker's noop and spin_us."""
+"""The benchmark's tasks for Celery and RQ: the same work as examples/celery_worker's noop and spin_us."""
 import time
 
 
@@ -8,7 +8,7 @@ def noop(payload):
 
 
 def spin_us(us, payload):
-    """Burns `us` microseconds of CPU, like offload_worker's spin_us."""
+    """Burns `us` microseconds of CPU, like examples/celery_worker's spin_us."""
     end = time.perf_counter() + us / 1e6
     while time.perf_counter() < end:
         pass

@@ -16,12 +16,24 @@
 #include <nlohmann/json.hpp>
 
 #include <offload/broker/cli_args.hpp>
-#include <offload/broker/tasks.hpp>
 #include <offload/offload.hpp>
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+
+/// celery_app.py's noop (and celery_worker's): the payload in, "ok" out.
+std::string noop(const std::string& /*payload*/) {
+  return "ok";
+}
+
+/// celery_app.py's spin_us (and celery_worker's): burns `us` µs of CPU.
+std::string spin_us(long us) {
+  const auto until = clock_type::now() + std::chrono::microseconds(us);
+  while (clock_type::now() < until) {
+  }
+  return "ok";
+}
 
 double percentile(const std::vector<double>& sorted, double q) {
   const auto i = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
@@ -31,7 +43,6 @@ double percentile(const std::vector<double>& sorted, double q) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using offload::broker::message;
   try {
     const offload::broker::cli_args args(argc, argv);
     const std::string mode = args.value("--mode", "pingpong");
@@ -45,11 +56,9 @@ int main(int argc, char** argv) {
     if (count <= 0 || in_flight <= 0 || (mode != "pingpong" && mode != "pipelined")) {
       throw std::invalid_argument("need --count > 0 and --mode pingpong|pipelined");
     }
-    // The same message the brokered paths carry, run by the same task function.
-    message m;
-    m.task = work_us > 0 ? "spin_us" : "noop";
-    m.body = work_us > 0 ? std::to_string(work_us) + " " : std::string();
-    m.body.resize(std::max(m.body.size(), payload), 'x');
+    // The same arguments the brokered paths carry: the payload, and the work in µs.
+    const std::string task = work_us > 0 ? "spin_us" : "noop";
+    const std::string body(payload, 'x');
 
     offload::executor ex{offload::executor_options{.workers = workers}};
     auto run = [&](long n) {
@@ -63,8 +72,8 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
           }
           const auto t0 = clock_type::now();
-          pending.emplace_back(t0, ex.submit([msg = m] {
-            return offload::broker::run_task(msg);
+          pending.emplace_back(t0, ex.submit([work_us, body] {
+            return work_us > 0 ? spin_us(work_us) : noop(body);
           }));
           ++launched;
         }
@@ -91,9 +100,9 @@ int main(int argc, char** argv) {
         {"variant", args.value("--variant", cold ? "cold" : "default")},
         {"mode", mode},
         {"in_flight", in_flight},
-        {"task", m.task},
+        {"task", task},
         {"work_us", work_us},
-        {"payload_bytes", m.body.size()},
+        {"payload_bytes", body.size()},
         {"count", count},
         {"p50_us", percentile(lat, 0.50)},
         {"p90_us", percentile(lat, 0.90)},

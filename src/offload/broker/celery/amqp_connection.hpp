@@ -16,7 +16,7 @@
 #include <offload/broker/celery/broker_url.hpp>
 #include <offload/broker/celery/python_json.hpp>
 #include <offload/broker/celery/task_message.hpp>
-#include <offload/broker/message.hpp>
+#include <offload/broker/broker_error.hpp>
 
 namespace offload::broker::celery {
 

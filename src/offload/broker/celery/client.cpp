@@ -52,6 +52,7 @@ struct client::state {
   };
   std::deque<std::shared_ptr<amqp_publish>> to_publish;  // mutex
   int wake_fd = -1;                                      // eventfd: wakes amqp_io
+  int listener_wake_fd = -1;  // eventfd: wakes the listener (Redis backend)
   std::thread amqp_io;
 
   // The listener thread owns `subscriber` and `reader`; the rest is shared under `mutex`.
@@ -59,7 +60,6 @@ struct client::state {
   std::condition_variable cv;
   struct pending {
     completion done;
-    bool subscribed = false;
   };
   std::unordered_map<std::string, pending> waiting;  // mutex; by task id
   std::vector<std::string> to_subscribe;             // mutex
@@ -94,9 +94,12 @@ struct client::state {
       complete(doc.task_id, &doc, nullptr);
   }
 
+  /// Wakes both threads: each looks at what is queued for it.
   void wake() const {
     const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t n = ::write(wake_fd, &one, sizeof one);
+    for (const int fd : {wake_fd, listener_wake_fd})
+      if (fd >= 0) [[maybe_unused]]
+        const ssize_t n = ::write(fd, &one, sizeof one);
   }
 
   /// AMQP: publishes what send_raw() queued (declaring each queue once, only if it is missing)
@@ -192,19 +195,15 @@ struct client::state {
         for (const std::string& id : sub) subscriber.send({"SUBSCRIBE", meta_key(id)});
         for (const std::string& id : unsub) subscriber.send({"UNSUBSCRIBE", meta_key(id)});
         for (;;) {
-          const std::optional<redis_reply> r = subscriber.next_push(sub.empty() ? 20ms : 0ms);
+          // Until a message comes or send_raw() has a subscription for it (wake_fd).
+          const std::optional<redis_reply> r =
+              subscriber.next_push(sub.empty() ? 200ms : 0ms, listener_wake_fd);
           if (!r)
             break;
           if (r->size() == 3 && r->element_str(0) == "message") {
             on_document(r->element_str(2));
           } else if (r->size() == 3 && r->element_str(0) == "subscribe") {
             const std::string id(r->element_str(1).substr(meta_key("").size()));
-            {
-              std::lock_guard lock(mutex);
-              if (const auto it = waiting.find(id); it != waiting.end())
-                it->second.subscribed = true;
-            }
-            cv.notify_all();
             // Stored before the subscription took (a reconnect, or a fast worker): read it.
             const redis_reply stored = reader.command({"GET", meta_key(id)});
             if (stored.is_string())
@@ -241,11 +240,13 @@ client::client(client_options options) : m_state(std::make_unique<state>()) {
   if (::gethostname(host, sizeof host - 1) != 0)
     host[0] = '\0';
   s.origin = std::to_string(::getpid()) + "@" + host;
+  for (int* fd : {&s.wake_fd, &s.listener_wake_fd}) {
+    *fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (*fd < 0)
+      throw std::system_error(errno, std::generic_category(), "celery client: eventfd");
+  }
   if (s.amqp) {
     s.reply_queue = uuid4();
-    s.wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s.wake_fd < 0)
-      throw std::system_error(errno, std::generic_category(), "celery client: eventfd");
     s.amqp_io = std::thread([&s] {
       s.amqp_loop();
     });
@@ -264,13 +265,13 @@ client::~client() {
     std::lock_guard lock(s.mutex);
     s.exit = true;
   }
+  s.wake();
   if (s.listener.joinable())
     s.listener.join();
-  if (s.amqp_io.joinable()) {
-    s.wake();
+  if (s.amqp_io.joinable())
     s.amqp_io.join();
-    ::close(s.wake_fd);
-  }
+  ::close(s.wake_fd);
+  ::close(s.listener_wake_fd);
   std::unordered_map<std::string, state::pending> left;
   {
     std::lock_guard lock(s.mutex);
@@ -318,19 +319,13 @@ void client::send_raw(
     return send_amqp(m, std::move(done));
   const std::string envelope = encode_redis_envelope(m);
   {
-    // Subscribed before it is sent, so that no result is missed.
-    std::unique_lock lock(s.mutex);
-    s.waiting.emplace(m.id, state::pending{std::move(done), false});
+    // The listener subscribes; it reads the result with GET once subscribed, so a result
+    // published before the subscription took is not missed, and sending need not wait for it.
+    std::lock_guard lock(s.mutex);
+    s.waiting.emplace(m.id, state::pending{std::move(done)});
     s.to_subscribe.push_back(m.id);
-    if (!s.cv.wait_for(lock, s.opts.io_timeout, [&] {
-          const auto it = s.waiting.find(m.id);
-          return it == s.waiting.end() || it->second.subscribed;
-        })) {
-      s.waiting.erase(m.id);
-      throw broker_error("celery client: " + s.backend.redacted() +
-                         " did not confirm the subscription to the result of " + m.id);
-    }
   }
+  s.wake();
   try {
     std::lock_guard lock(s.publish_mutex);
     s.publisher->command({"LPUSH", redis_priority_list(o.queue, o.priority), envelope});
@@ -353,21 +348,9 @@ void client::send_amqp(const task_message& m, completion done) {
   p->body = encode_body(m);
   {
     std::unique_lock lock(s.mutex);
-    if (s.rpc_backend) {
-      s.waiting.emplace(m.id, state::pending{std::move(done), true});
-    } else {
-      // Redis backend: subscribed before it is sent, so that no result is missed.
-      s.waiting.emplace(m.id, state::pending{std::move(done), false});
-      s.to_subscribe.push_back(m.id);
-      if (!s.cv.wait_for(lock, s.opts.io_timeout, [&] {
-            const auto it = s.waiting.find(m.id);
-            return it == s.waiting.end() || it->second.subscribed;
-          })) {
-        s.waiting.erase(m.id);
-        throw broker_error("celery client: " + s.backend.redacted() +
-                           " did not confirm the subscription to the result of " + m.id);
-      }
-    }
+    s.waiting.emplace(m.id, state::pending{std::move(done)});
+    if (!s.rpc_backend)
+      s.to_subscribe.push_back(m.id);  // Redis backend: as in send_raw()
     s.to_publish.push_back(p);
   }
   s.wake();

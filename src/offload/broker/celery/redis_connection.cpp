@@ -3,6 +3,7 @@
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <offload/broker/celery/redis_connection.hpp>
 
@@ -186,7 +187,8 @@ void redis_connection::send(const args& a) {
       fail("sending " + std::string(a.front()) + " failed");
 }
 
-std::optional<redis_reply> redis_connection::next_push(std::chrono::milliseconds timeout) {
+std::optional<redis_reply> redis_connection::next_push(std::chrono::milliseconds timeout,
+                                                       int wake_fd) {
   if (m_ctx == nullptr)
     fail("not subscribed");
   const auto until = std::chrono::steady_clock::now() + timeout;
@@ -200,14 +202,21 @@ std::optional<redis_reply> redis_connection::next_push(std::chrono::milliseconds
     // the context unusable.
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         until - std::chrono::steady_clock::now());
-    pollfd p{m_ctx->fd, POLLIN, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, left.count())));
+    pollfd p[2] = {{m_ctx->fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    const int n =
+        ::poll(p, wake_fd < 0 ? 1 : 2, static_cast<int>(std::max<long long>(0, left.count())));
     if (n == 0)
       return std::nullopt;
     if (n < 0 && errno != EINTR)
       fail("waiting for a published message failed");
-    if (n > 0 && redisBufferRead(m_ctx) != REDIS_OK)
+    if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0 &&
+        redisBufferRead(m_ctx) != REDIS_OK)
       fail("reading a published message failed");
+    if (wake_fd >= 0 && (p[1].revents & POLLIN) != 0) {
+      std::uint64_t drained = 0;
+      [[maybe_unused]] const ssize_t r = ::read(wake_fd, &drained, sizeof drained);
+      return std::nullopt;
+    }
   }
 }
 

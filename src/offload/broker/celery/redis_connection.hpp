@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <offload/broker/celery/broker_url.hpp>
-#include <offload/broker/message.hpp>
+#include <offload/broker/broker_error.hpp>
 
 struct redisContext;
 struct redisReply;
@@ -78,8 +78,9 @@ class redis_connection {
   /// whose confirmations arrive through next_push() among the messages). Connects if needed.
   void send(const args& a);
   /// Subscriber mode: after PSUBSCRIBE/SUBSCRIBE through command() or send(), waits up to `timeout`
-  /// for the next pushed message. Nothing: none in time. Throws broker_error on a lost connection.
-  std::optional<redis_reply> next_push(std::chrono::milliseconds timeout);
+  /// for the next pushed message. Nothing: none in time, or `wake_fd` (an eventfd, if not -1)
+  /// became readable (it is drained). Throws broker_error on a lost connection.
+  std::optional<redis_reply> next_push(std::chrono::milliseconds timeout, int wake_fd = -1);
 
   /// Bumped at each new connection: state tied to a connection (subscriptions) is renewed by
   /// the caller when it changes.
