@@ -2,6 +2,10 @@
 //
 //   celery_client --broker URL --result-backend URL --task NAME [--args JSON-ARRAY]
 //                 [--kwargs JSON-OBJECT] [--countdown S] [--timeout-s S] [--queue Q]
+//                 [--queue-max-priority N] [--ca-file PEM]
+//
+// URLs as Celery's: redis://host:port/db, or amqp://user:pass@host:port/vhost (amqps:// for
+// TLS) with rpc:// or redis://… results.
 //
 // Exits 0 with the result on stdout; 1 on a remote failure ("Type: message" on stderr) or a
 // broker error; 2 on bad arguments; 3 if no result came within --timeout-s (default 30).
@@ -20,8 +24,20 @@ int main(int argc, char** argv) {
   double timeout_s = 30;
   try {
     const offload::broker::cli_args cli(argc, argv);
+    cli.allow_only({"--broker",
+                    "--result-backend",
+                    "--task",
+                    "--args",
+                    "--kwargs",
+                    "--queue",
+                    "--countdown",
+                    "--timeout-s",
+                    "--ca-file",
+                    "--queue-max-priority"});
     co.broker = cli.value("--broker", co.broker);
     co.result_backend = cli.value("--result-backend", "");
+    co.ca_file = cli.value("--ca-file", "");
+    co.queue_max_priority = static_cast<int>(cli.number("--queue-max-priority", 0));
     task = cli.value("--task", "");
     if (task.empty())
       throw std::invalid_argument("--task NAME is required");

@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
   unsigned concurrency = 0;
   try {
     const offload::broker::cli_args args(argc, argv);
+    args.allow_only({"--broker",
+                     "--result-backend",
+                     "--queues",
+                     "--hostname",
+                     "--concurrency",
+                     "--ca-file",
+                     "--queue-max-priority"},
+                    {"--without-task-events"});
     opts.broker = args.value("--broker", opts.broker);
     opts.result_backend = args.value("--result-backend", "");
     opts.queues = split(args.value("--queues", "celery"));
@@ -116,7 +124,8 @@ int main(int argc, char** argv) {
     opts.queue_max_priority = static_cast<int>(prio);
     const long c = args.number("--concurrency", 0);
     if (c < 0 || c > 1024)
-      throw std::invalid_argument("--concurrency must be in [1, 1024], got " + std::to_string(c));
+      throw std::invalid_argument("--concurrency must be in [0, 1024] (0: one per core), got " +
+                                  std::to_string(c));
     concurrency = static_cast<unsigned>(c);
   } catch (const std::exception& e) {
     std::cerr << "celery_worker: " << e.what() << "\n";

@@ -72,6 +72,23 @@ _broker_start_redis() {
   _broker_wait redis "$dir" "$dir/redis.log" "$port" "$(cat "$dir/redis.pid")" 10
 }
 
+# _broker_make_tls DIR: a CA (ca.pem) and a server certificate for localhost/127.0.0.1
+# (server.pem, server.key) signed by it, valid two days; kept if already there.
+_broker_make_tls() {
+  local d=$1
+  [ -f "$d/server.pem" ] && return 0
+  mkdir -p "$d"
+  (
+    cd "$d" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+        -subj "/CN=offload test CA" &&
+      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" &&
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >san.ext &&
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+        -days 2 -extfile san.ext
+  ) >"$d/openssl.log" 2>&1
+}
+
 _broker_start_rabbitmq() {
   local dir=$1 port=$2
   local server=/usr/lib/rabbitmq/bin/rabbitmq-server  # not the /usr/sbin wrapper: it su's as root
@@ -87,6 +104,24 @@ _broker_start_rabbitmq() {
   head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/home/.erlang.cookie"
   chmod 600 "$dir/home/.erlang.cookie"
   : >"$dir/enabled_plugins"
+  # OFFLOAD_RABBITMQ_TLS=1: a TLS listener too, on a port of its own (in DIR/tls_port, kept
+  # across restarts), with a certificate for localhost and 127.0.0.1 signed by a CA made here
+  # (DIR/tls/ca.pem: what a client verifies it with).
+  if [ "${OFFLOAD_RABBITMQ_TLS:-0}" = 1 ]; then
+    local tls_port
+    tls_port=$(cat "$dir/tls_port" 2>/dev/null || broker_free_port)
+    _broker_make_tls "$dir/tls" || {
+      echo "brokers.sh: rabbitmq failed to start: could not make TLS certificates (openssl)" >&2
+      return 1
+    }
+    printf '%s\n' "listeners.ssl.default = $tls_port" \
+      "ssl_options.cacertfile = $dir/tls/ca.pem" \
+      "ssl_options.certfile = $dir/tls/server.pem" \
+      "ssl_options.keyfile = $dir/tls/server.key" \
+      "ssl_options.verify = verify_none" \
+      "ssl_options.fail_if_no_peer_cert = false" >"$dir/rabbitmq.conf"
+    echo "$tls_port" >"$dir/tls_port"
+  fi
   # A private epmd, so that nodes of parallel runs never collide; stopped by its PID.
   setsid epmd -port "$epmd_port" -address 127.0.0.1 </dev/null >"$dir/log/epmd.log" 2>&1 &
   echo $! >"$dir/epmd.pid"

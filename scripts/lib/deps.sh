@@ -79,7 +79,8 @@ OFFLOAD_BUILD_PACKAGES=(g++ cmake ninja-build libconcurrentqueue-dev libgtest-de
 # Additional packages for the benchmarks: Google Benchmark and the in-process peers.
 OFFLOAD_BENCH_PACKAGES=(libbenchmark-dev libtbb-dev libboost-dev python3)
 # The broker transports, the worker and their tests against real servers (label "broker").
-OFFLOAD_BROKER_PACKAGES=(pkg-config libhiredis-dev librabbitmq-dev redis-server rabbitmq-server)
+OFFLOAD_BROKER_PACKAGES=(pkg-config libhiredis-dev librabbitmq-dev redis-server rabbitmq-server
+                         openssl)
 # The brokered benchmarks and the report: the C++ driver's JSON, Celery, RQ and the charts.
 OFFLOAD_BROKER_BENCH_PACKAGES=(nlohmann-json3-dev python3-celery python3-amqp python3-rq python3-redis
                                python3-matplotlib)

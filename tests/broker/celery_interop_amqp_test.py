@@ -4,7 +4,7 @@ the C++ worker (examples/celery_worker) on a RabbitMQ started on loopback for th
 through rpc:// (and through Redis in the broker-restart case). Plus what only RabbitMQ shows:
 priorities on a queue the Python app declared with x-max-priority (no 406 from the worker's own
 declarations), a killed worker's unacked task redelivered to a Python worker, malformed
-messages published with py-amqp, and a broker restart.
+messages published with py-amqp, a broker restart, and TLS (amqps://) with a CA file.
 
 Usage: celery_interop_amqp_test.py PATH/TO/celery_worker PATH/TO/celery_client PATH/TO/brokers.sh
 """
@@ -226,6 +226,56 @@ class AmqpOwnBrokerTest(unittest.TestCase):
                 self.assertEqual(w.wait(timeout=30), 0)
             finally:
                 subprocess.run([base.BROKERS_SH, "stop", d], check=False)
+
+
+class AmqpTlsTest(unittest.TestCase):
+    """amqps:// to a TLS listener of a RabbitMQ started for the test (scripts/lib/brokers.sh
+    with OFFLOAD_RABBITMQ_TLS=1: a CA and a certificate for localhost made on the spot)."""
+
+    def test_worker_and_client_over_tls_and_a_wrong_ca_is_refused(self):
+        d = tempfile.mkdtemp(prefix="offload-celery-amqp-tls-")
+        env = dict(os.environ, OFFLOAD_RABBITMQ_TLS="1")
+        port = subprocess.run([base.BROKERS_SH, "start", "rabbitmq", d], check=True,
+                              capture_output=True, text=True, env=env).stdout.strip()
+        try:
+            with open(os.path.join(d, "tls_port")) as f:
+                tls_url = f"amqps://guest:guest@localhost:{f.read().strip()}//"
+            ca = os.path.join(d, "tls", "ca.pem")
+            # A CA that did not sign the broker's certificate: refused at once, exit 1.
+            other = os.path.join(d, "other")
+            os.mkdir(other)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", os.path.join(other, "k"), "-out",
+                            os.path.join(other, "ca.pem"), "-days", "1", "-subj", "/CN=other"],
+                           check=True, capture_output=True)
+            p = subprocess.run([base.WORKER_BIN, "--broker", tls_url, "--ca-file",
+                                os.path.join(other, "ca.pem")],
+                               capture_output=True, text=True, timeout=20)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("verification failed", p.stderr)
+
+            name = f"cpp-tls-{uuid.uuid4().hex[:8]}@localhost"
+            w = base.start_worker(tls_url, name, ["--ca-file", ca], backend="rpc://")
+            try:
+                app = Celery("tls", broker=amqp_url(port), backend="rpc://")
+                deadline = time.time() + 20
+                while time.time() < deadline:
+                    if app.control.ping(destination=[name], timeout=0.5):
+                        break
+                stats = app.control.inspect(destination=[name], timeout=2).stats()[name]
+                self.assertTrue(stats["broker"]["ssl"])
+                self.assertEqual(app.send_task("tasks.add", args=[2, 3]).get(timeout=10), 5)
+                app.close()
+                p = subprocess.run([base.CLIENT_BIN, "--broker", tls_url, "--result-backend",
+                                    "rpc://", "--ca-file", ca, "--task", "tasks.add",
+                                    "--args", "[40, 2]"],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual((p.returncode, p.stdout.strip()), (0, "42"), p.stderr)
+            finally:
+                w.send_signal(signal.SIGTERM)
+                self.assertEqual(w.wait(timeout=30), 0)
+        finally:
+            subprocess.run([base.BROKERS_SH, "stop", d], check=False)
 
 
 if __name__ == "__main__":

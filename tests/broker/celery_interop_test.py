@@ -497,6 +497,9 @@ class CppClientPythonWorkerTest(unittest.TestCase):
             p = run_client(url, "--task", "tasks.add", "--args", "{}")
             self.assertEqual(p.returncode, 2)
             self.assertIn("--args must be a JSON array", p.stderr)
+            p = run_client(url, "--task", "tasks.add", "--qeue", "other")
+            self.assertEqual(p.returncode, 2)
+            self.assertIn("unknown argument '--qeue'", p.stderr)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,10 @@ class cli_args {
   std::string value(std::string_view name, std::string fallback = "") const;
   long number(std::string_view name, long fallback) const;
   bool flag(std::string_view name) const;
+  /// Throws std::invalid_argument naming the first argument that is neither one of `with_value`
+  /// (followed by its value) nor one of `flags`: a misspelt option is an error, not ignored.
+  void allow_only(std::initializer_list<std::string_view> with_value,
+                  std::initializer_list<std::string_view> flags = {}) const;
 
  private:
   std::vector<std::string> m_args;

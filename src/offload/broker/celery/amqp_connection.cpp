@@ -209,6 +209,10 @@ amqp_connection::amqp_connection(const broker_url& url, amqp_connection_options 
   }
   const timeval ctv = to_timeval(options.connect_timeout);
   const int rc = amqp_socket_open_noblock(sock, url.host.c_str(), url.port, &ctv);
+  if (rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED || rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+    // The broker is there but is not the one the CA file vouches for: trying again won't help.
+    throw broker_refused(m_describe + ": TLS: " + amqp_error_string2(rc) + " (CA file '" +
+                         options.ca_file + "')");
   if (rc != AMQP_STATUS_OK)
     fail(std::string("connect failed: ") + amqp_error_string2(rc));
   const timeval io = to_timeval(options.io_timeout);

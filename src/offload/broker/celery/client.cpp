@@ -121,6 +121,7 @@ struct client::state {
         if (!c) {
           amqp_connection_options o;
           o.io_timeout = opts.io_timeout;
+          o.ca_file = opts.ca_file;
           c = std::make_unique<amqp_connection>(broker, o);
           declared.clear();
           if (rpc_backend) {
@@ -131,8 +132,12 @@ struct client::state {
         }
         for (; i < batch.size(); ++i) {
           const amqp_publish& p = *batch[i];
-          if (declared.insert(p.queue).second)
-            c->ensure_queue(p.queue, true, false);
+          if (declared.insert(p.queue).second) {
+            json args = json::object();
+            if (opts.queue_max_priority > 0)
+              args["x-max-priority"] = opts.queue_max_priority;
+            c->ensure_queue(p.queue, true, false, args);
+          }
           c->publish("", p.queue, p.properties, p.body);
           std::lock_guard lock(mutex);
           batch[i]->sent = true;

@@ -52,6 +52,11 @@ struct client_options {
   /// redis://…, or rpc:// with an amqp:// broker; empty: the broker's (Redis) or rpc:// (AMQP)
   std::string result_backend;
   std::chrono::milliseconds io_timeout{5000};
+  /// RabbitMQ: queues this client declares (only those missing) get x-max-priority; 0: none.
+  /// Use the Python app's task_queue_max_priority, or its own declaration fails (406) later.
+  int queue_max_priority = 0;
+  /// amqps://: the CA bundle the broker's certificate must chain to; empty: not verified.
+  std::string ca_file;
 };
 
 /// Thread-safe. Redis backend: one thread receives every result (one SUBSCRIBE per task in flight,

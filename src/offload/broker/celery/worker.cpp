@@ -706,12 +706,12 @@ struct worker::state {
     }
   }
 
-  std::vector<std::string> eta_tags() const {
+  /// Every tag in hand: waiting for an ETA, or running longer than the visibility timeout.
+  std::vector<std::string> held_tags() const {
     std::vector<std::string> tags;
     std::lock_guard lock(hand_mutex);
-    for (const auto& [tag, h] : hand)
-      if (h->eta)
-        tags.push_back(tag);
+    tags.reserve(hand.size());
+    for (const auto& [tag, h] : hand) tags.push_back(tag);
     return tags;
   }
 
@@ -862,7 +862,7 @@ void worker::state::reporter_loop() {
       } else {
         send(*broker_conn, batch.broker);
         if (now >= next_refresh) {
-          rb->refresh(eta_tags(), unix_seconds(wall_now()));
+          rb->refresh(held_tags(), unix_seconds(wall_now()));
           next_refresh = now + refresh_every;
         }
         if (now >= next_restore && !exiting) {
@@ -1244,7 +1244,7 @@ void worker::state::serve_amqp(const std::atomic<bool>& stop) {
     answer_amqp_control(m);
   };
   hooks.eta_held = [this] {
-    return eta_held.load(std::memory_order_relaxed);
+    return std::min(eta_held.load(std::memory_order_relaxed), opts.max_eta_held);
   };
   hooks.lost = [this](std::uint64_t gen) {
     const std::size_t n = cancel_waiting([gen](const held_task& h) {

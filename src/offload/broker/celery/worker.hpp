@@ -30,8 +30,9 @@ struct worker_options {
   unsigned prefetch = 0;
   unsigned max_eta_held = 10000;
   /// Past this a message recorded as unacked is restored by whichever worker looks (kombu's
-  /// transport option; use the Python workers' value). This worker refreshes what it holds, and
-  /// restores what others left, at start and every restore_every.
+  /// transport option; use the Python workers' value). This worker refreshes everything it holds
+  /// (waiting or running) every visibility_timeout / 4, and restores what others left, at start
+  /// and every restore_every.
   std::chrono::seconds visibility_timeout{3600};
   std::chrono::seconds restore_every{100};
   std::chrono::seconds result_expires{86400};  ///< 0: results never expire
