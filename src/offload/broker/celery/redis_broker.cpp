@@ -129,9 +129,13 @@ std::vector<held_message> redis_broker::pop(const std::vector<std::string>& queu
     cmds.push_back(std::move(a));
     std::vector<redis_reply> replies =
         m_conn.pipeline_replies(cmds, attempt == 0 ? wait_first : std::chrono::milliseconds{});
-    if (replies.size() == 2 && replies.front().is_error())  // else a refused wait spins
-      throw broker_refused(m_conn.describe() +
-                           ": BLMOVE refused: " + std::string(replies.front().str()));
+    if (replies.size() == 2 && replies.front().is_error()) {  // else a refused wait spins
+      const std::string what =
+          m_conn.describe() + ": BLMOVE refused: " + std::string(replies.front().str());
+      if (redis_connection::not_ready(replies.front().str()))
+        throw broker_error(what);
+      throw broker_refused(what);
+    }
     r = std::move(replies.back());
     if (!r.is_error())
       break;
@@ -139,8 +143,11 @@ std::vector<held_message> redis_broker::pop(const std::vector<std::string>& queu
       m_conn.forget_scripts();  // the server lost its scripts (restarted, flushed): load again
       continue;
     }
-    throw broker_refused(m_conn.describe() +
-                         ": the pop script was refused: " + std::string(r.str()));
+    const std::string what =
+        m_conn.describe() + ": the pop script was refused: " + std::string(r.str());
+    if (redis_connection::not_ready(r.str()))
+      throw broker_error(what);
+    throw broker_refused(what);
   }
   std::vector<held_message> out;
   out.reserve(r.size() / 3);

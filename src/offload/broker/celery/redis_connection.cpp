@@ -136,17 +136,32 @@ redis_reply redis_connection::command(const args& a, std::chrono::milliseconds e
   auto* r = static_cast<redisReply*>(raw);
   redis_reply owned(r);
   if (r->type == REDIS_REPLY_ERROR)
-    throw broker_refused(describe() + ": " + std::string(a.front()) +
-                         " refused: " + std::string(r->str, r->len));
+    refused(a.front(), std::string_view(r->str, r->len));
   return owned;
+}
+
+bool redis_connection::not_ready(std::string_view error) noexcept {
+  // A server that is starting (LOADING its data), busy with a script or without its master
+  // answers every command so for a while: a broker not there yet, not a wrong command.
+  for (const std::string_view transient : {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN"})
+    if (error.substr(0, transient.size()) == transient)
+      return true;
+  return false;
+}
+
+void redis_connection::refused(std::string_view command, std::string_view error) {
+  const std::string what =
+      describe() + ": " + std::string(command) + " refused: " + std::string(error);
+  if (not_ready(error))
+    throw broker_error(what);
+  throw broker_refused(what);
 }
 
 std::vector<redis_reply> redis_connection::pipeline(const std::vector<args>& commands) {
   std::vector<redis_reply> replies = pipeline_replies(commands);
   for (std::size_t i = 0; i < replies.size(); ++i)
     if (replies[i].is_error())
-      throw broker_refused(describe() + ": " + std::string(commands[i].front()) +
-                           " refused: " + std::string(replies[i].str()));
+      refused(commands[i].front(), replies[i].str());
   return replies;
 }
 

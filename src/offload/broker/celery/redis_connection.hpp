@@ -13,8 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include <offload/broker/celery/broker_url.hpp>
 #include <offload/broker/broker_error.hpp>
+#include <offload/broker/celery/broker_url.hpp>
 
 struct redisContext;
 struct redisReply;
@@ -89,12 +89,18 @@ class redis_connection {
   const broker_url& url() const noexcept { return m_url; }
   std::string describe() const;  ///< "redis 127.0.0.1:6379/0"
   void disconnect() noexcept;
+  /// An error reply that says the server is not ready yet (LOADING, BUSY, MASTERDOWN,
+  /// TRYAGAIN): to be retried like a lost connection.
+  static bool not_ready(std::string_view error) noexcept;
 
  private:
   void connect();
   void append(const args& a);  ///< queues a command in hiredis' output buffer
   void set_timeout(std::chrono::milliseconds t);
   [[noreturn]] void fail(const std::string& what);
+  /// Throws broker_refused for an error reply, or broker_error for one that says the server is
+  /// not ready yet (LOADING, BUSY, MASTERDOWN, TRYAGAIN).
+  [[noreturn]] void refused(std::string_view command, std::string_view error);
 
   broker_url m_url;
   std::chrono::milliseconds m_connect_timeout;

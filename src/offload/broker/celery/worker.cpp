@@ -148,6 +148,15 @@ struct worker::state {
   std::vector<command> backend_cmds;
   std::vector<command> broker_cmds;
   std::vector<amqp_op> amqp_ops;
+  // Whoever holds send_mutex sends (the reporter, or a thread that ended a task: report_now()):
+  // the Redis connections, and what was taken from the lists above but not yet sent, in order.
+  std::mutex send_mutex;
+  std::unique_ptr<redis_connection> broker_conn;   // send_mutex; Redis broker only
+  std::unique_ptr<redis_connection> backend_conn;  // send_mutex; a Redis backend of its own
+  std::unique_ptr<redis_broker> sender_rb;         // send_mutex; over broker_conn
+  std::vector<command> sending_backend;            // send_mutex
+  outgoing sending;                                // send_mutex: broker and amqp parts
+  std::vector<json> sending_end;                   // send_mutex
   // A task's end event (succeeded, failed, retried, revoked), sent after the commands queued with
   // it and stamped when sent, so its timestamp is taken after the task's result is stored (as
   // Celery's are): task-received to task-succeeded is the worker's time with the message in hand.
@@ -187,7 +196,8 @@ struct worker::state {
     std::cerr << "celery_worker " << hostname << ": " << line << "\n";
   }
 
-  void report(outgoing o) {
+  /// Queues `o` for the reporter (`notify`: woken for it).
+  void report(outgoing o, bool notify = true) {
     {
       std::lock_guard lock(report_mutex);
       for (auto& c : o.backend)
@@ -197,7 +207,8 @@ struct worker::state {
       if (o.end_event)
         end_events.push_back(std::move(*o.end_event));
     }
-    report_cv.notify_one();
+    if (notify)
+      report_cv.notify_one();
   }
 
   // ---- documents and events ----
@@ -366,7 +377,7 @@ struct worker::state {
       (*o.end_event)["expired"] = expired;
     }
     count.revoked.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(o));
+    report_now(std::move(o));
     release(h);
   }
 
@@ -391,7 +402,7 @@ struct worker::state {
       (*o.end_event)["traceback"] = traceback ? json(*traceback) : json(nullptr);
     }
     count.failed.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(o));
+    report_now(std::move(o));
     release(h);
   }
 
@@ -414,7 +425,7 @@ struct worker::state {
     }
     add_ack(o, *h);
     count.succeeded.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(o));
+    report_now(std::move(o));
     release(h);
   }
 
@@ -463,7 +474,7 @@ struct worker::state {
       (*o.end_event)["traceback"] = nullptr;
     }
     count.retried.fetch_add(1, std::memory_order_relaxed);
-    report(std::move(o));
+    report_now(std::move(o));
     release(h);
   }
 
@@ -723,6 +734,11 @@ struct worker::state {
   // ---- threads ----
 
   void reporter_loop();
+  void open_senders();
+  bool reported_empty() const;  ///< report_mutex held
+  void flush_locked();          ///< send_mutex held; throws broker_error (the rest is kept)
+  /// report(), then sends at once on this thread unless another thread is sending.
+  void report_now(outgoing o);
   void control_loop(const std::atomic<bool>& stop);
   json control_reply(const json& request);
   void serve_amqp(const std::atomic<bool>& stop);
@@ -780,35 +796,103 @@ struct worker::state {
   void consume(const std::atomic<bool>& stop);
 };
 
-void worker::state::reporter_loop() {
-  // Redis connections: the broker's (Redis broker only) and the backend's when it has one of
-  // its own. An AMQP broker's ops go to the link, after the Redis backend's commands.
-  std::unique_ptr<redis_connection> broker_conn;
-  std::unique_ptr<redis_connection> backend_conn;
-  std::unique_ptr<redis_broker> rb;
+void worker::state::open_senders() {
   if (!amqp) {
     broker_conn = std::make_unique<redis_connection>(broker);
-    rb = std::make_unique<redis_broker>(*broker_conn, keys);
+    sender_rb = std::make_unique<redis_broker>(*broker_conn, keys);
   }
   if (!rpc_backend && (amqp || !backend_is_broker))
     backend_conn = std::make_unique<redis_connection>(backend);
+}
+
+bool worker::state::reported_empty() const {
+  return backend_cmds.empty() && broker_cmds.empty() && amqp_ops.empty() && end_events.empty();
+}
+
+void worker::state::flush_locked() {
+  {
+    std::lock_guard lock(report_mutex);
+    for (auto& c : backend_cmds) sending_backend.push_back(std::move(c));
+    for (auto& c : broker_cmds) sending.broker.push_back(std::move(c));
+    for (auto& op : amqp_ops) sending.amqp.push_back(std::move(op));
+    for (auto& e : end_events) sending_end.push_back(std::move(e));
+    backend_cmds.clear();
+    broker_cmds.clear();
+    amqp_ops.clear();
+    end_events.clear();
+  }
+  const auto send = [](redis_connection& c, std::vector<command>& cmds) {
+    if (cmds.empty())
+      return;
+    std::vector<redis_connection::args> argv;
+    argv.reserve(cmds.size());
+    for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
+    try {
+      c.pipeline(argv);
+    } catch (const broker_refused& e) {
+      // The connection is fine and every command ran; one was refused (a key of another
+      // type, say). Nothing to retry: say so and go on.
+      std::cerr << "celery_worker: " << e.what() << "\n";
+    }
+    cmds.clear();
+  };
+  send(backend_conn ? *backend_conn : *broker_conn, sending_backend);
+  if (amqp) {
+    // Stamped after a Redis backend stored the results they follow, or after the rpc://
+    // results, posted before them, are handed to the link.
+    for (json& e : sending_end) add_event(sending, std::move(e));
+    sending_end.clear();
+    link->post(std::move(sending.amqp));
+    sending.amqp.clear();
+    return;
+  }
+  send(*broker_conn, sending.broker);  // results (one database with the broker) and acks
+  // Stamped once the results they follow are stored, as Celery's are.
+  for (json& e : sending_end) add_event(sending, std::move(e));
+  sending_end.clear();
+  send(*broker_conn, sending.broker);
+}
+
+void worker::state::report_now(outgoing o) {
+  report(std::move(o), false);
+  // Sent by this thread if no other is sending (one hand-off less than through the reporter);
+  // else the one sending, or the reporter, takes it.
+  std::unique_lock send_lock(send_mutex, std::try_to_lock);
+  if (!send_lock.owns_lock())
+    return report_cv.notify_one();
+  bool failed = false;
+  try {
+    flush_locked();
+  } catch (const broker_error&) {
+    failed = true;  // kept in `sending`: the reporter tries again and decides when to give up
+  }
+  send_lock.unlock();
+  // What came while this thread sent (whoever queued it found the lock taken) is the
+  // reporter's.
+  bool left = false;
+  {
+    std::lock_guard lock(report_mutex);
+    left = !reported_empty();
+  }
+  if (left || failed)
+    report_cv.notify_one();
+}
+
+void worker::state::reporter_loop() {
   auto next_heartbeat = steady::now() + opts.heartbeat;
   const auto refresh_every = std::max<std::chrono::seconds>(1s, opts.visibility_timeout / 4);
   auto next_refresh = steady::now() + refresh_every;
   auto next_restore = steady::now() + opts.restore_every;
-  std::vector<command> backend_batch;
-  outgoing batch;  // broker and amqp parts
-  std::vector<json> end_batch;
   auto last_ok = steady::now();
   bool exiting = false;
+  bool retrying = false;  // the last send failed: try again after a pause, not at once
   for (;;) {
     {
       std::unique_lock lock(report_mutex);
       const auto wake =
           limits.empty() ? next_heartbeat : std::min(next_heartbeat, limits.begin()->first);
-      report_cv.wait_until(lock, wake, [&] {
-        return !backend_cmds.empty() || !broker_cmds.empty() || !amqp_ops.empty() ||
-               !end_events.empty() || reporter_exit ||
+      report_cv.wait_until(lock, retrying ? steady::now() + 200ms : wake, [&] {
+        return !reported_empty() || reporter_exit ||
                (!limits.empty() && limits.begin()->first < wake);
       });
       std::vector<time_limit> due;
@@ -821,65 +905,35 @@ void worker::state::reporter_loop() {
         enforce_time_limits(std::move(due));
         continue;  // what they reported is picked up at once
       }
-      for (auto& c : backend_cmds) backend_batch.push_back(std::move(c));
-      for (auto& c : broker_cmds) batch.broker.push_back(std::move(c));
-      for (auto& op : amqp_ops) batch.amqp.push_back(std::move(op));
-      for (auto& e : end_events) end_batch.push_back(std::move(e));
-      backend_cmds.clear();
-      broker_cmds.clear();
-      amqp_ops.clear();
-      end_events.clear();
       exiting = reporter_exit;
     }
     const auto now = steady::now();
     if (now >= next_heartbeat && !exiting) {
-      add_event(batch, worker_event("worker-heartbeat"));
+      report_event(worker_event("worker-heartbeat"));
       next_heartbeat = now + opts.heartbeat;
     }
-    const auto send = [](redis_connection& c, std::vector<command>& cmds) {
-      if (cmds.empty())
-        return;
-      std::vector<redis_connection::args> argv;
-      argv.reserve(cmds.size());
-      for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
-      try {
-        c.pipeline(argv);
-      } catch (const broker_refused& e) {
-        // The connection is fine and every command ran; one was refused (a key of another
-        // type, say). Nothing to retry: say so and go on.
-        std::cerr << "celery_worker: " << e.what() << "\n";
-      }
-      cmds.clear();
-    };
+    std::unique_lock send_lock(send_mutex);
     try {
-      send(backend_conn ? *backend_conn : *broker_conn, backend_batch);
-      // Stamped now, after the results they follow are stored.
-      for (json& e : end_batch) add_event(batch, std::move(e));
-      end_batch.clear();
-      if (amqp) {
-        link->post(std::move(batch.amqp));
-        batch.amqp.clear();
-      } else {
-        send(*broker_conn, batch.broker);
-        if (now >= next_refresh) {
-          rb->refresh(held_tags(), unix_seconds(wall_now()));
-          next_refresh = now + refresh_every;
+      flush_locked();
+      if (!amqp && now >= next_refresh) {
+        sender_rb->refresh(held_tags(), unix_seconds(wall_now()));
+        next_refresh = now + refresh_every;
+      }
+      if (!amqp && now >= next_restore && !exiting) {
+        const std::size_t n = sender_rb->restore(
+            unix_seconds(wall_now()) - static_cast<double>(opts.visibility_timeout.count()));
+        if (n > 0) {
+          count.restored.fetch_add(n, std::memory_order_relaxed);
+          log("restored " + std::to_string(n) +
+              " unacknowledged message(s) past the visibility timeout");
         }
-        if (now >= next_restore && !exiting) {
-          const std::size_t n = rb->restore(unix_seconds(wall_now()) -
-                                            static_cast<double>(opts.visibility_timeout.count()));
-          if (n > 0) {
-            count.restored.fetch_add(n, std::memory_order_relaxed);
-            log("restored " + std::to_string(n) +
-                " unacknowledged message(s) past the visibility timeout");
-          }
-          next_restore = now + opts.restore_every;
-        }
+        next_restore = now + opts.restore_every;
       }
       last_ok = steady::now();
+      retrying = false;
     } catch (const broker_error& e) {
-      // Lost connection: keep the batch (storing a result and acking are idempotent) and try
-      // again after a pause, until reconnect_for.
+      // Lost connection: keep what was not sent (storing a result and acking are idempotent)
+      // and try again after a pause, until reconnect_for.
       log(std::string("broker error: ") + e.what() + "; retrying");
       if (steady::now() - last_ok > opts.reconnect_for) {
         set_fatal(std::string(e.what()) + " (gave up after " +
@@ -887,12 +941,15 @@ void worker::state::reporter_loop() {
         return;
       }
       count.reconnects.fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::sleep_for(200ms);
+      retrying = true;
       continue;
     }
-    if (exiting) {
+    const bool sent_all = sending_backend.empty() && sending.broker.empty() &&
+                          sending.amqp.empty() && sending_end.empty();
+    send_lock.unlock();
+    if (exiting && sent_all) {
       std::lock_guard lock(report_mutex);
-      if (backend_cmds.empty() && broker_cmds.empty() && amqp_ops.empty() && end_events.empty())
+      if (reported_empty())
         return;
     }
   }
@@ -1259,6 +1316,7 @@ void worker::state::serve_amqp(const std::atomic<bool>& stop) {
     log(line);
   };
   link = std::make_unique<amqp_worker_link>(std::move(lo), std::move(hooks));
+  open_senders();
   report_event(worker_event("worker-online"));
   std::thread reporter([this] {
     reporter_loop();
@@ -1307,6 +1365,7 @@ void worker::run() {
       s.log("restored " + std::to_string(n) + " unacknowledged message(s)");
     }
   }
+  s.open_senders();
   s.report_event(s.worker_event("worker-online"));
   std::thread reporter([&s] {
     s.reporter_loop();
