@@ -60,10 +60,11 @@ struct client_options {
 };
 
 /// Thread-safe. Redis backend: one thread receives every result (one SUBSCRIBE per task in flight,
-/// made before the task is sent, so no result is missed); a lost connection is re-made and the
-/// results published meanwhile are read with GET. RabbitMQ: one thread owns the AMQP connection,
-/// publishes the tasks and, with rpc://, consumes this client's reply queue (results sent while
-/// that connection is down are lost, as they are to Celery's own rpc:// client).
+/// then a GET once it is confirmed, so a result stored before the subscription took is not
+/// missed); a lost connection is re-made and the results published meanwhile are read with GET.
+/// RabbitMQ: one thread owns the AMQP connection, publishes the tasks and, with rpc://, consumes
+/// this client's reply queue (results sent while that connection is down are lost, as they are
+/// to Celery's own rpc:// client).
 class client {
  public:
   /// Throws std::invalid_argument for an unusable URL or combination (rpc:// with Redis).

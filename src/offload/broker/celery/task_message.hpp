@@ -3,9 +3,10 @@
 /// @brief A Celery task message (protocol 2, and protocol 1 on input) and its two wire forms:
 /// kombu's Redis envelope and an AMQP message's properties, headers table and body.
 ///
-/// The contract is docs/brokers.md's, verified against Celery 5.2.6 / kombu 5.2.4: headers
-/// `task` and `id` and a 3-element body `[args, kwargs, embed]` in `application/json` are the
-/// minimum; every other header may be absent or null; unknown headers are kept, not refused.
+/// The contract is the one in docs/brokers.md's "Wire format" section, verified against Celery
+/// 5.2.6 / kombu 5.2.4: headers `task` and `id` and a 3-element body `[args, kwargs, embed]` in
+/// `application/json` are the minimum; every other header may be absent or null; unknown headers
+/// are kept, not refused.
 
 #include <cstdint>
 #include <optional>

@@ -68,16 +68,18 @@ struct worker_stats {
 /// to another consumer once this worker's connection is gone.
 ///
 /// What happens to a message: malformed (bad JSON, base64, body shape, content type, size) →
-/// FAILURE with the reason where an id could be read, and the raw message pushed to the list
-/// "<queue>.dead"; unknown name → FAILURE NotRegistered; revoked or past `expires` → REVOKED;
-/// ETA in the future → held (on the executor's timer, no worker) until due; else run. A task
-/// that throws `retry`, or fails while its retry policy has attempts left, is sent again (same
-/// id, retries + 1, an ETA from the backoff) and stored as RETRY; otherwise FAILURE with the
-/// exception as Python sees it (to_remote_exception).
+/// FAILURE with the reason where an id could be read, and the raw message pushed to
+/// "<queue>.dead" (a Redis list, or a durable RabbitMQ queue); unknown name → FAILURE
+/// NotRegistered; revoked or past `expires` → REVOKED; ETA in the future → held (on the
+/// executor's timer, no worker) until due; else run. A task that throws `retry`, or fails while
+/// its retry policy has attempts left, is sent again (same id, retries + 1, an ETA from the
+/// backoff) and stored as RETRY; otherwise FAILURE with the exception as Python sees it
+/// (to_remote_exception).
 ///
 /// Events (worker-online/heartbeat/offline; task-received/started/succeeded/failed/retried/
-/// revoked when task_events) and remote control (ping, stats, registered, active_queues,
-/// active, revoke, heartbeat, enable_events, disable_events) follow Celery's formats.
+/// revoked when task_events) and remote control (ping, stats, registered, active_queues, active,
+/// reserved, scheduled, revoke, revoked, heartbeat, enable_events, disable_events, hello; any
+/// other command gets Celery's "No such control command" error) follow Celery's formats.
 class worker {
  public:
   /// Throws std::invalid_argument for an unusable option (URL, no queues, empty registry).
@@ -88,7 +90,9 @@ class worker {
 
   /// Serves until stop(): then stops consuming, finishes what is in hand (ETA tasks not yet due
   /// are put back in their queue), sends worker-offline and returns. Throws broker_error if the
-  /// broker stays unreachable for reconnect_for (what is in hand stays unacked: restored later).
+  /// broker stays unreachable for reconnect_for (what is in hand stays unacked: restored later),
+  /// broker_refused if it refuses the first set-up (credentials, vhost, a TLS certificate the
+  /// CA file does not vouch for, a queue or key of another kind).
   void run();
   /// Async-signal-safe: asks run() to return.
   void stop() noexcept { m_stop.store(true, std::memory_order_relaxed); }
