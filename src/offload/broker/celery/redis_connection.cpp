@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cerrno>
+#include <iostream>
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -72,6 +73,30 @@ void redis_connection::disconnect() noexcept {
     redisFree(m_ctx);
     m_ctx = nullptr;
   }
+  m_unread = 0;
+}
+
+void redis_connection::write_ahead(const std::vector<args>& commands) {
+  if (m_ctx == nullptr)
+    connect();
+  set_timeout(m_io_timeout);
+  for (const args& a : commands) append(a);
+  m_unread += commands.size();
+  int done = 0;
+  while (done == 0)
+    if (redisBufferWrite(m_ctx, &done) != REDIS_OK)
+      fail("writing " + std::to_string(commands.size()) + " command(s) failed");
+}
+
+void redis_connection::read_ahead() {
+  for (; m_unread > 0; --m_unread) {
+    void* raw = nullptr;
+    if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
+      fail("reading the reply of a command written ahead failed");
+    const redis_reply r(static_cast<redisReply*>(raw));
+    if (r.is_error())
+      std::cerr << describe() << ": a command written ahead was refused: " << r.str() << "\n";
+  }
 }
 
 void redis_connection::fail(const std::string& what) {
@@ -129,6 +154,7 @@ redis_reply redis_connection::command(const args& a, std::chrono::milliseconds e
   if (m_ctx == nullptr)
     connect();
   set_timeout(m_io_timeout + extra);
+  read_ahead();
   append(a);
   void* raw = nullptr;
   if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
@@ -170,6 +196,7 @@ std::vector<redis_reply> redis_connection::pipeline_replies(const std::vector<ar
   if (m_ctx == nullptr)
     connect();
   set_timeout(m_io_timeout + extra);
+  read_ahead();
   for (const args& a : commands) append(a);
   std::vector<redis_reply> replies;
   replies.reserve(commands.size());

@@ -74,6 +74,11 @@ class redis_connection {
   const std::string& script_sha(const std::string& script);
   void forget_scripts() noexcept { m_shas.clear(); }
 
+  /// Writes `commands` now and reads their replies later, before the next command's or
+  /// pipeline's (error replies among them are reported on stderr, as the commands' callers
+  /// cannot see them). Not in subscriber mode. Throws broker_error on a lost connection.
+  void write_ahead(const std::vector<args>& commands);
+
   /// Writes one command without reading its reply (subscriber mode: SUBSCRIBE/UNSUBSCRIBE,
   /// whose confirmations arrive through next_push() among the messages). Connects if needed.
   void send(const args& a);
@@ -96,6 +101,7 @@ class redis_connection {
  private:
   void connect();
   void append(const args& a);  ///< queues a command in hiredis' output buffer
+  void read_ahead();           ///< reads the replies write_ahead() left
   void set_timeout(std::chrono::milliseconds t);
   [[noreturn]] void fail(const std::string& what);
   /// Throws broker_refused for an error reply, or broker_error for one that says the server is
@@ -107,6 +113,7 @@ class redis_connection {
   std::chrono::milliseconds m_io_timeout;
   redisContext* m_ctx = nullptr;
   std::uint64_t m_generation = 0;
+  std::size_t m_unread = 0;                             ///< replies of write_ahead() not read yet
   std::chrono::milliseconds m_timeout_set{-1};          ///< the socket's timeout now (-1: none set)
   std::unordered_map<std::string, std::string> m_shas;  ///< script text -> SHA1 on this server
 };

@@ -282,10 +282,12 @@ struct worker::state {
     op.body = dumps(e);
     o.amqp.push_back(std::move(op));
   }
-  void report_event(json e) {
+  /// `notify`: the reporter is woken for it; else it goes with the next send (write_ahead(), a
+  /// task's end, the reporter's next round: within a heartbeat).
+  void report_event(json e, bool notify = true) {
     outgoing o;
     add_event(o, std::move(e));
-    report(std::move(o));
+    report(std::move(o), notify);
   }
 
   json event(std::string type) {
@@ -534,8 +536,13 @@ struct worker::state {
       return finish_revoked(h, false);
     if (m.expires && wall_now() >= parse_iso8601(*m.expires))
       return finish_revoked(h, true);
-    if (events.load(std::memory_order_relaxed))
-      report_event(task_event_base("task-started", m));
+    if (events.load(std::memory_order_relaxed)) {
+      // Redis: written now by this thread, with the task-received before it, unread (no wait,
+      // no hand-off); RabbitMQ: posting to the link is as cheap, through the reporter.
+      report_event(task_event_base("task-started", m), amqp);
+      if (!amqp)
+        write_ahead();
+    }
     arm_time_limits(h);
     {
       std::lock_guard lock(total_mutex);
@@ -620,8 +627,10 @@ struct worker::state {
       e["retries"] = m.retries;
       e["eta"] = m.eta ? json(*m.eta) : json(nullptr);
       e["expires"] = m.expires ? json(*m.expires) : json(nullptr);
-      // Through the reporter, before the task can start: events leave in the order they happen.
-      report_event(std::move(e));
+      // Queued before the task can start: events leave in the order they happen. On Redis a task
+      // that runs now takes it along with its task-started (write_ahead()); else the reporter.
+      const bool runs_now = !m.eta || parse_iso8601(*m.eta) <= h->received;
+      report_event(std::move(e), amqp || !runs_now);
     }
     if (h->task == nullptr) {
       log("unknown task '" + m.task + "' (id " + m.id + "): FAILURE NotRegistered");
@@ -739,6 +748,9 @@ struct worker::state {
   void flush_locked();          ///< send_mutex held; throws broker_error (the rest is kept)
   /// report(), then sends at once on this thread unless another thread is sending.
   void report_now(outgoing o);
+  /// Redis: writes what is queued (not the end events, stamped once results are stored) without
+  /// waiting for the replies, unless another thread is sending; else leaves it to that one.
+  void write_ahead();
   void control_loop(const std::atomic<bool>& stop);
   json control_reply(const json& request);
   void serve_amqp(const std::atomic<bool>& stop);
@@ -876,6 +888,36 @@ void worker::state::report_now(outgoing o) {
   }
   if (left || failed)
     report_cv.notify_one();
+}
+
+void worker::state::write_ahead() {
+  std::unique_lock send_lock(send_mutex, std::try_to_lock);
+  if (!send_lock.owns_lock())
+    return;  // the thread sending takes it
+  {
+    std::lock_guard lock(report_mutex);
+    for (auto& c : backend_cmds) sending_backend.push_back(std::move(c));
+    for (auto& c : broker_cmds) sending.broker.push_back(std::move(c));
+    backend_cmds.clear();
+    broker_cmds.clear();
+  }
+  const auto write = [](redis_connection& c, std::vector<command>& cmds) {
+    if (cmds.empty())
+      return;
+    std::vector<redis_connection::args> argv;
+    argv.reserve(cmds.size());
+    for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
+    c.write_ahead(argv);
+    cmds.clear();
+  };
+  try {
+    write(backend_conn ? *backend_conn : *broker_conn, sending_backend);
+    write(*broker_conn, sending.broker);
+  } catch (const broker_error&) {
+    // Kept (what went out may go twice: events, and idempotent stores): the reporter retries.
+    send_lock.unlock();
+    report_cv.notify_one();
+  }
 }
 
 void worker::state::reporter_loop() {
