@@ -173,7 +173,10 @@ struct worker::state {
   mutable std::mutex hand_mutex;  // guards hand
   std::condition_variable slot_cv;
   std::unordered_map<std::string, std::shared_ptr<held_task>> hand;
-  std::atomic<unsigned> busy{0};      // ready or running (hand_mutex for waits on slot_cv)
+  std::atomic<unsigned> busy{0};  // ready or running (hand_mutex for waits on slot_cv)
+  // Calls given to the executor and not yet run or dropped by it: a task past its hard time
+  // limit leaves the hand but keeps running, and still uses this state when it returns.
+  std::atomic<std::uint64_t> calls{0};
   std::atomic<unsigned> eta_held{0};  // waiting for an ETA
 
   revoked_ids revoked{50000};
@@ -345,12 +348,12 @@ struct worker::state {
 
   /// Drops a message from the hand and frees its slot. The caller has queued its ack.
   void release(const std::shared_ptr<held_task>& h) {
-    {
-      std::lock_guard lock(hand_mutex);
-      hand.erase(h->held.tag);
-      busy.fetch_sub(1, std::memory_order_relaxed);
-    }
-    slot_cv.notify_one();
+    // Notified with the lock held: run() may return, and the worker go, as soon as the hand is
+    // empty, so this thread touches nothing of it after unlocking.
+    std::lock_guard lock(hand_mutex);
+    hand.erase(h->held.tag);
+    busy.fetch_sub(1, std::memory_order_relaxed);
+    slot_cv.notify_all();
   }
 
   /// The first end of a message wins; a task's result after its hard time limit is dropped.
@@ -657,8 +660,13 @@ struct worker::state {
         eta_held.fetch_add(1, std::memory_order_relaxed);
       }
     }
+    // Counts this call until the executor has run or dropped it (~worker waits for 0).
+    calls.fetch_add(1, std::memory_order_relaxed);
+    std::shared_ptr<void> call_token(nullptr, [this](void*) {
+      calls.fetch_sub(1, std::memory_order_release);  // pairs with the acquire in ~worker()
+    });
     try {
-      offload::future<void> run = executor.submit(o, [this, h] {
+      offload::future<void> run = executor.submit(o, [this, h, call_token] {
         try {
           execute(h);
         } catch (...) {  // a bug of the worker's own, not of the task: the message still ends
@@ -1304,7 +1312,13 @@ worker::worker(offload::executor& executor, const task_registry& tasks, worker_o
     s.opts.prefetch = 4 * std::max(1u, executor.worker_count());
 }
 
-worker::~worker() = default;
+worker::~worker() {
+  // The executor outlives the worker (the caller owns it) and may still hold calls into this
+  // state: a task running past its hard time limit (it cannot be killed), or one cancelled but
+  // not yet dropped. Wait for them.
+  while (m_state->calls.load(std::memory_order_acquire) != 0)  // pairs with the call tokens
+    std::this_thread::sleep_for(1ms);
+}
 
 const std::string& worker::hostname() const noexcept {
   return m_state->hostname;

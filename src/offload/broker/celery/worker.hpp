@@ -84,6 +84,8 @@ class worker {
  public:
   /// Throws std::invalid_argument for an unusable option (URL, no queues, empty registry).
   worker(offload::executor& executor, const task_registry& tasks, worker_options options);
+  /// Waits until the executor has run or dropped every call this worker gave it (a task still
+  /// running past its hard time limit, which a C++ worker cannot kill, is waited for).
   ~worker();
   worker(const worker&) = delete;
   worker& operator=(const worker&) = delete;
