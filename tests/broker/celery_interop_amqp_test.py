@@ -206,15 +206,7 @@ class AmqpOwnBrokerTest(unittest.TestCase):
                 subprocess.run([base.BROKERS_SH, "stop", d], check=True)
                 time.sleep(1.0)
                 start_rabbitmq(d, port)
-                red = redis.Redis.from_url(backend)
-                deadline = time.time() + 60
-                done = {}
-                while len(done) < len(ids) and time.time() < deadline:
-                    for i in ids:
-                        raw = red.get("celery-task-meta-" + i)
-                        if raw and json.loads(raw)["status"] == "SUCCESS":
-                            done[i] = json.loads(raw)["result"]
-                    time.sleep(0.2)
+                done = base.stored_successes(redis.Redis.from_url(backend), ids, 60)
                 self.assertEqual(len(done), len(ids), "tasks without a result after the restart")
                 self.assertEqual(set(done.values()), {400})
                 self.assertIsNone(w.poll(), "the worker exited")

@@ -399,14 +399,7 @@ class BrokerRestartTest(unittest.TestCase):
             time.sleep(1.0)  # the worker sees the broker gone meanwhile
             start(port)
             red = redis.Redis.from_url(url)
-            deadline = time.time() + 60
-            done = {}
-            while len(done) < len(ids) and time.time() < deadline:
-                for i in ids:
-                    raw = red.get("celery-task-meta-" + i)
-                    if raw and json.loads(raw)["status"] == "SUCCESS":
-                        done[i] = json.loads(raw)["result"]
-                time.sleep(0.2)
+            done = stored_successes(red, ids, 60)
             self.assertEqual(len(done), len(ids), "tasks without a result after the restart")
             self.assertEqual(set(done.values()), {150})
             self.assertIsNone(w.poll(), "the worker exited")
@@ -459,6 +452,20 @@ class RestoreAfterKillTest(unittest.TestCase):
                 r.forget()
                 del r
                 app.close()
+
+
+def stored_successes(red, ids, timeout_s):
+    """{id: result} of the tasks in `ids` whose SUCCESS is in the Redis backend `red`, once all
+    are or `timeout_s` has passed."""
+    deadline = time.time() + timeout_s
+    done = {}
+    while len(done) < len(ids) and time.time() < deadline:
+        for i in ids:
+            raw = red.get("celery-task-meta-" + i)
+            if raw and json.loads(raw)["status"] == "SUCCESS":
+                done[i] = json.loads(raw)["result"]
+        time.sleep(0.2)
+    return done
 
 
 def kill_while_holding(test, url, worker):

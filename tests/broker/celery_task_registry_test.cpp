@@ -58,6 +58,26 @@ TEST(CeleryBrokerUrl, ReadsCeleryForms) {
   EXPECT_EQ(u.redacted(), "amqps://u@localhost:5671/v");
 }
 
+TEST(CeleryBrokerUrl, PairsABrokerWithItsResultBackendAsCeleryDoes) {
+  celery_endpoints e = parse_celery_endpoints("redis://h:1/2", "");
+  EXPECT_EQ(e.backend.redacted(), "redis://h:1/2");
+  e = parse_celery_endpoints("amqp://h", "");
+  EXPECT_EQ(e.backend.scheme, broker_url::kind::rpc);
+  e = parse_celery_endpoints("amqp://h", "redis://r:3/0");
+  EXPECT_EQ(e.backend.redacted(), "redis://r:3/0");
+  const auto refused = [](const char* broker, const char* backend) {
+    try {
+      parse_celery_endpoints(broker, backend);
+    } catch (const std::invalid_argument& error) {
+      return std::string(error.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(refused("rpc://", "").find("not a broker"), std::string::npos);
+  EXPECT_NE(refused("redis://h", "rpc://").find("needs an amqp:// broker"), std::string::npos);
+  EXPECT_NE(refused("amqp://h", "amqp://h").find("use rpc:// or redis://"), std::string::npos);
+}
+
 TEST(CeleryBrokerUrl, RefusesWithTheReasonAndHidesThePassword) {
   const auto message = [](const char* url) {
     try {

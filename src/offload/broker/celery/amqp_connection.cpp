@@ -425,7 +425,7 @@ std::optional<amqp_message> amqp_connection::next() {
       out.delivery.exchange = str(d->exchange);
       out.delivery.routing_key = str(d->routing_key);
       out.delivery.redelivered = d->redelivered != 0;
-      out.queue = str(d->consumer_tag);  // the caller maps consumer tags to queues
+      out.consumer_tag = str(d->consumer_tag);
       amqp_message_t msg{};
       const amqp_rpc_reply_t r = amqp_read_message(m_state->conn, frame.channel, &msg, 0);
       if (r.reply_type != AMQP_RESPONSE_NORMAL)

@@ -13,10 +13,10 @@
 #include <string>
 #include <string_view>
 
+#include <offload/broker/broker_error.hpp>
 #include <offload/broker/celery/broker_url.hpp>
 #include <offload/broker/celery/python_json.hpp>
 #include <offload/broker/celery/task_message.hpp>
-#include <offload/broker/broker_error.hpp>
 
 namespace offload::broker::celery {
 
@@ -47,7 +47,8 @@ struct amqp_message {
   amqp_delivery delivery;  ///< delivery.delivery_tag is `tag` as text
   std::string body;
   std::uint64_t tag = 0;
-  std::string queue;  ///< the queue of the consumer it came to
+  std::string consumer_tag;  ///< the consumer it came to
+  std::string queue;         ///< that consumer's queue (set by whoever made the consumer)
 };
 
 class amqp_connection {

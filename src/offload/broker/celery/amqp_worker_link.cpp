@@ -140,14 +140,14 @@ void amqp_worker_link::serve(amqp_connection& c) {
         break;
       }
       ++read;
-      if (m->queue == m_control_tag) {
+      if (m->consumer_tag == m_control_tag) {
         m->queue = m_opts.hostname + ".celery.pidbox";
         if (m_hooks.control)
           m_hooks.control(std::move(*m));
         continue;
       }
       const auto it = std::find_if(m_consumers.begin(), m_consumers.end(), [&](const auto& e) {
-        return e.first == m->queue;
+        return e.first == m->consumer_tag;
       });
       if (!m_consuming || it == m_consumers.end()) {
         c.reject(m->tag, true);  // came after the cancel: back to its queue for someone else

@@ -128,4 +128,22 @@ broker_url parse_broker_url(std::string_view text) {
   return u;
 }
 
+celery_endpoints parse_celery_endpoints(std::string_view broker, std::string_view backend) {
+  celery_endpoints e;
+  e.broker = parse_broker_url(broker);
+  if (e.broker.scheme == broker_url::kind::rpc)
+    throw std::invalid_argument("rpc:// is a result backend, not a broker");
+  const bool amqp = e.broker.scheme == broker_url::kind::amqp;
+  if (backend.empty())
+    e.backend = amqp ? parse_broker_url("rpc://") : e.broker;
+  else
+    e.backend = parse_broker_url(backend);
+  if (e.backend.scheme == broker_url::kind::amqp)
+    throw std::invalid_argument("result backend " + e.backend.redacted() +
+                                " is not supported: use rpc:// or redis://");
+  if (e.backend.scheme == broker_url::kind::rpc && !amqp)
+    throw std::invalid_argument("result backend rpc:// needs an amqp:// broker");
+  return e;
+}
+
 }  // namespace offload::broker::celery

@@ -28,4 +28,13 @@ struct broker_url {
 /// std::invalid_argument quoting the URL (password hidden) and naming the part that is wrong.
 broker_url parse_broker_url(std::string_view text);
 
+/// A broker and its result backend as Celery pairs them: an empty `backend` is the broker's own
+/// (Redis) or rpc:// (AMQP). Throws std::invalid_argument for rpc:// as a broker, an amqp://
+/// backend (Celery's deprecated one: use rpc:// or redis://) or rpc:// without an amqp:// broker.
+struct celery_endpoints {
+  broker_url broker;
+  broker_url backend;
+};
+celery_endpoints parse_celery_endpoints(std::string_view broker, std::string_view backend);
+
 }  // namespace offload::broker::celery

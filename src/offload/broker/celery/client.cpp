@@ -227,20 +227,15 @@ struct client::state {
 client::client(client_options options) : m_state(std::make_unique<state>()) {
   state& s = *m_state;
   s.opts = std::move(options);
-  s.broker = parse_broker_url(s.opts.broker);
-  if (s.broker.scheme == broker_url::kind::rpc)
-    throw std::invalid_argument("celery client: rpc:// is a result backend, not a broker");
+  try {
+    celery_endpoints e = parse_celery_endpoints(s.opts.broker, s.opts.result_backend);
+    s.broker = std::move(e.broker);
+    s.backend = std::move(e.backend);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("celery client: ") + e.what());
+  }
   s.amqp = s.broker.scheme == broker_url::kind::amqp;
-  if (s.opts.result_backend.empty())
-    s.backend = s.amqp ? parse_broker_url("rpc://") : s.broker;
-  else
-    s.backend = parse_broker_url(s.opts.result_backend);
-  if (s.backend.scheme == broker_url::kind::amqp)
-    throw std::invalid_argument("celery client: result backend " + s.backend.redacted() +
-                                " is not supported: use rpc:// or redis://");
   s.rpc_backend = s.backend.scheme == broker_url::kind::rpc;
-  if (s.rpc_backend && !s.amqp)
-    throw std::invalid_argument("celery client: result backend rpc:// needs an amqp:// broker");
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0)
     host[0] = '\0';

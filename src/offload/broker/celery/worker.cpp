@@ -54,6 +54,19 @@ std::string default_hostname() {
   return std::string("celery-cpp@") + host;
 }
 
+std::vector<redis_connection::args> argv_of(const std::vector<command>& cmds) {
+  std::vector<redis_connection::args> argv;
+  argv.reserve(cmds.size());
+  for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
+  return argv;
+}
+
+template <class T>
+void append_all(std::vector<T>& to, std::vector<T>& from) {
+  for (T& x : from) to.push_back(std::move(x));
+  from.clear();
+}
+
 /// Ids revoked by remote control, as Celery's LimitedSet: the newest `capacity` are kept.
 class revoked_ids {
  public:
@@ -203,10 +216,9 @@ struct worker::state {
   void report(outgoing o, bool notify = true) {
     {
       std::lock_guard lock(report_mutex);
-      for (auto& c : o.backend)
-        (backend_is_broker && !amqp ? broker_cmds : backend_cmds).push_back(std::move(c));
-      for (auto& c : o.broker) broker_cmds.push_back(std::move(c));
-      for (auto& op : o.amqp) amqp_ops.push_back(std::move(op));
+      append_all(backend_is_broker && !amqp ? broker_cmds : backend_cmds, o.backend);
+      append_all(broker_cmds, o.broker);
+      append_all(amqp_ops, o.amqp);
       if (o.end_event)
         end_events.push_back(std::move(*o.end_event));
     }
@@ -216,15 +228,14 @@ struct worker::state {
 
   // ---- documents and events ----
 
-  command store(const result_document& d) const {
-    const std::string key = "celery-task-meta-" + d.task_id;
-    const std::string doc = encode_redis_result(d);
-    if (opts.result_expires.count() > 0)
-      return {"SETEX", key, std::to_string(opts.result_expires.count()), doc};
-    return {"SET", key, doc};
-  }
+  /// SETEX (SET without result_expires) and PUBLISH of the document, encoded once.
   std::vector<command> store_and_publish(const result_document& d) const {
-    return {store(d), {"PUBLISH", "celery-task-meta-" + d.task_id, encode_redis_result(d)}};
+    const std::string key = "celery-task-meta-" + d.task_id;
+    std::string doc = encode_redis_result(d);
+    command store = opts.result_expires.count() > 0
+                        ? command{"SETEX", key, std::to_string(opts.result_expires.count()), doc}
+                        : command{"SET", key, doc};
+    return {std::move(store), {"PUBLISH", key, std::move(doc)}};
   }
   std::vector<command> ack(const std::string& tag) const {
     return {
@@ -753,7 +764,10 @@ struct worker::state {
   void reporter_loop();
   void open_senders();
   bool reported_empty() const;  ///< report_mutex held
-  void flush_locked();          ///< send_mutex held; throws broker_error (the rest is kept)
+  /// send_mutex held: what was reported moves to `sending*` (only the Redis commands when
+  /// `redis_only`: end events wait for the results they follow, AMQP ops for the flush).
+  void take_reported(bool redis_only);
+  void flush_locked();  ///< send_mutex held; throws broker_error (the rest is kept)
   /// report(), then sends at once on this thread unless another thread is sending.
   void report_now(outgoing o);
   /// Redis: writes what is queued (not the end events, stamped once results are stored) without
@@ -829,26 +843,23 @@ bool worker::state::reported_empty() const {
   return backend_cmds.empty() && broker_cmds.empty() && amqp_ops.empty() && end_events.empty();
 }
 
+void worker::state::take_reported(bool redis_only) {
+  std::lock_guard lock(report_mutex);
+  append_all(sending_backend, backend_cmds);
+  append_all(sending.broker, broker_cmds);
+  if (redis_only)
+    return;
+  append_all(sending.amqp, amqp_ops);
+  append_all(sending_end, end_events);
+}
+
 void worker::state::flush_locked() {
-  {
-    std::lock_guard lock(report_mutex);
-    for (auto& c : backend_cmds) sending_backend.push_back(std::move(c));
-    for (auto& c : broker_cmds) sending.broker.push_back(std::move(c));
-    for (auto& op : amqp_ops) sending.amqp.push_back(std::move(op));
-    for (auto& e : end_events) sending_end.push_back(std::move(e));
-    backend_cmds.clear();
-    broker_cmds.clear();
-    amqp_ops.clear();
-    end_events.clear();
-  }
+  take_reported(false);
   const auto send = [](redis_connection& c, std::vector<command>& cmds) {
     if (cmds.empty())
       return;
-    std::vector<redis_connection::args> argv;
-    argv.reserve(cmds.size());
-    for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
     try {
-      c.pipeline(argv);
+      c.pipeline(argv_of(cmds));
     } catch (const broker_refused& e) {
       // The connection is fine and every command ran; one was refused (a key of another
       // type, say). Nothing to retry: say so and go on.
@@ -902,20 +913,11 @@ void worker::state::write_ahead() {
   std::unique_lock send_lock(send_mutex, std::try_to_lock);
   if (!send_lock.owns_lock())
     return;  // the thread sending takes it
-  {
-    std::lock_guard lock(report_mutex);
-    for (auto& c : backend_cmds) sending_backend.push_back(std::move(c));
-    for (auto& c : broker_cmds) sending.broker.push_back(std::move(c));
-    backend_cmds.clear();
-    broker_cmds.clear();
-  }
+  take_reported(true);
   const auto write = [](redis_connection& c, std::vector<command>& cmds) {
     if (cmds.empty())
       return;
-    std::vector<redis_connection::args> argv;
-    argv.reserve(cmds.size());
-    for (const command& cmd : cmds) argv.emplace_back(cmd.begin(), cmd.end());
-    c.write_ahead(argv);
+    c.write_ahead(argv_of(cmds));
     cmds.clear();
   };
   try {
@@ -1282,20 +1284,15 @@ void worker::state::consume(const std::atomic<bool>& stop) {
 worker::worker(offload::executor& executor, const task_registry& tasks, worker_options options)
     : m_state(std::make_unique<state>(executor, tasks, std::move(options))) {
   state& s = *m_state;
-  s.broker = parse_broker_url(s.opts.broker);
-  if (s.broker.scheme == broker_url::kind::rpc)
-    throw std::invalid_argument("celery worker: rpc:// is a result backend, not a broker");
+  try {
+    celery_endpoints e = parse_celery_endpoints(s.opts.broker, s.opts.result_backend);
+    s.broker = std::move(e.broker);
+    s.backend = std::move(e.backend);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("celery worker: ") + e.what());
+  }
   s.amqp = s.broker.scheme == broker_url::kind::amqp;
-  if (s.opts.result_backend.empty())
-    s.backend = s.amqp ? parse_broker_url("rpc://") : s.broker;
-  else
-    s.backend = parse_broker_url(s.opts.result_backend);
-  if (s.backend.scheme == broker_url::kind::amqp)
-    throw std::invalid_argument("celery worker: result backend " + s.backend.redacted() +
-                                " is not supported: use rpc:// or redis://");
   s.rpc_backend = s.backend.scheme == broker_url::kind::rpc;
-  if (s.rpc_backend && !s.amqp)
-    throw std::invalid_argument("celery worker: result backend rpc:// needs an amqp:// broker");
   s.backend_is_broker = !s.amqp && !s.rpc_backend && s.backend.redacted() == s.broker.redacted() &&
                         s.backend.password == s.broker.password;
   if (s.opts.queues.empty())
