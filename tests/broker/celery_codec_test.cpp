@@ -383,6 +383,10 @@ TEST(PythonJson, WritesWhatJsonDumpsWrites) {
   EXPECT_EQ(dumps(json(1e-05)), "1e-05");
   EXPECT_EQ(dumps(json(1.0)), "1.0");
   EXPECT_EQ(dumps(json::array()), "[]");
+  // Keys are escaped as values are; plain ASCII is written as it is.
+  EXPECT_EQ(dumps(json::parse(R"({"a\"b": "x y~", "\u00e9": "\n"})")),
+            R"({"a\"b": "x y~", "\u00e9": "\n"})");
+  EXPECT_EQ(dumps(json(std::string("a\0b", 3))), R"("a\u0000b")");
 }
 
 TEST(Iso8601, ReadsThePythonFormsAndWritesIsoformat) {

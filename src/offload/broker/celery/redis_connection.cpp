@@ -154,8 +154,8 @@ redis_reply redis_connection::command(const args& a, std::chrono::milliseconds e
   if (m_ctx == nullptr)
     connect();
   set_timeout(m_io_timeout + extra);
-  read_ahead();
   append(a);
+  read_ahead();  // after append(): its first read sends `a` too, one round trip for both
   void* raw = nullptr;
   if (redisGetReply(m_ctx, &raw) != REDIS_OK || raw == nullptr)
     fail(std::string(a.front()) + " failed");
@@ -196,8 +196,8 @@ std::vector<redis_reply> redis_connection::pipeline_replies(const std::vector<ar
   if (m_ctx == nullptr)
     connect();
   set_timeout(m_io_timeout + extra);
-  read_ahead();
   for (const args& a : commands) append(a);
+  read_ahead();  // after append(): its first read sends the pipeline too, one round trip
   std::vector<redis_reply> replies;
   replies.reserve(commands.size());
   for (const args& a : commands) {

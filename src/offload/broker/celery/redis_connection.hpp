@@ -74,9 +74,10 @@ class redis_connection {
   const std::string& script_sha(const std::string& script);
   void forget_scripts() noexcept { m_shas.clear(); }
 
-  /// Writes `commands` now and reads their replies later, before the next command's or
-  /// pipeline's (error replies among them are reported on stderr, as the commands' callers
-  /// cannot see them). Not in subscriber mode. Throws broker_error on a lost connection.
+  /// Writes `commands` now and reads their replies later, in the same round trip as the next
+  /// command or pipeline, before its replies (error replies among them are reported on stderr, as
+  /// the commands' callers cannot see them). Not in subscriber mode. Throws broker_error on a lost
+  /// connection.
   void write_ahead(const std::vector<args>& commands);
 
   /// Writes one command without reading its reply (subscriber mode: SUBSCRIBE/UNSUBSCRIBE,

@@ -878,10 +878,15 @@ void worker::state::flush_locked() {
     return;
   }
   send(*broker_conn, sending.broker);  // results (one database with the broker) and acks
-  // Stamped once the results they follow are stored, as Celery's are.
+  // Stamped once the results they follow are stored, as Celery's are; their replies are read
+  // with the next command (the thread goes back to its tasks without a round trip). On a lost
+  // connection they stay in `sending` and go again (an event may then arrive twice).
   for (json& e : sending_end) add_event(sending, std::move(e));
   sending_end.clear();
-  send(*broker_conn, sending.broker);
+  if (!sending.broker.empty()) {
+    broker_conn->write_ahead(argv_of(sending.broker));
+    sending.broker.clear();
+  }
 }
 
 void worker::state::report_now(outgoing o) {
