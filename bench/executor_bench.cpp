@@ -14,6 +14,8 @@
 //                        fib30/offload_futures does the same through submit() and future::get()
 //                        (waits suspend fibers), fib30/offload_nofibers with fibers off (waits
 //                        help), fib30/offload_coroutines with task<int> coroutines
+//   bulk/post_loop, bulk/post_bulk  10^6 empty calls through post() one by one, or one post_bulk()
+//   parallel_for/<peer>  a parallel loop over 10^6 empty bodies (offload, oneTBB)
 //   fibers/switch        this_task::yield() in a loop on an idle worker: two fiber switches each
 //   fibers/first_wait    tasks that each suspend once (yield) vs plain tasks: the first wait's
 //                        cost (a spare fiber from the worker's pool, two switches)
@@ -33,6 +35,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 #include <unistd.h>
@@ -561,6 +564,61 @@ void fib30_tbb(benchmark::State& state) {
   }
 }
 
+// 10^6 calls of an empty body (it only keeps its index alive), each way of making them: a loop of
+// post(), one post_bulk(), offload::parallel_for, and oneTBB's parallel_for (auto_partitioner,
+// run in an arena of k_workers whose second thread is the caller, its usual idiom). Time per
+// call; the offload rows wait with wait_idle() (post, post_bulk) or the loop's own return.
+constexpr std::size_t k_bulk_calls = 1'000'000;
+
+void count_calls(benchmark::State& state) {
+  state.counters["ns_per_call"] = benchmark::Counter(
+      static_cast<double>(k_bulk_calls) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void bulk_post_loop(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < k_bulk_calls; ++i)
+      ex.post([i] {
+        benchmark::DoNotOptimize(i);
+      });
+    ex.wait_idle();
+  }
+  count_calls(state);
+}
+void bulk_post_bulk(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  for (auto _ : state) {
+    ex.post_bulk(k_bulk_calls, [](std::size_t i) {
+      benchmark::DoNotOptimize(i);
+    });
+    ex.wait_idle();
+  }
+  count_calls(state);
+}
+void parallel_for_offload(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  for (auto _ : state) {
+    offload::parallel_for(ex, std::size_t{0}, k_bulk_calls, [](std::size_t i) {
+      benchmark::DoNotOptimize(i);
+    });
+  }
+  count_calls(state);
+}
+void parallel_for_tbb(benchmark::State& state) {
+  allow_tbb_workers();
+  tbb::task_arena arena(static_cast<int>(k_workers));
+  for (auto _ : state) {
+    arena.execute([&] {
+      tbb::parallel_for(std::size_t{0}, k_bulk_calls, [](std::size_t i) {
+        benchmark::DoNotOptimize(i);
+      });
+    });
+  }
+  count_calls(state);
+}
+
 }  // namespace
 
 BENCHMARK(latency_offload)
@@ -679,6 +737,13 @@ BENCHMARK(fib30_offload_coroutines)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(fib30_tbb)->Name("fib30/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bulk_post_loop)->Name("bulk/post_loop")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bulk_post_bulk)->Name("bulk/post_bulk")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(parallel_for_offload)
+    ->Name("parallel_for/offload")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(parallel_for_tbb)->Name("parallel_for/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(fiber_switch)->Name("fibers/switch")->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(fiber_first_wait)
     ->Name("fibers/first_wait")

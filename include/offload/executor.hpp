@@ -24,6 +24,7 @@
 #include "offload/detail/policy/periodic_scheduler.hpp"
 #include "offload/detail/policy/policy_engine.hpp"
 #include "offload/detail/pool/pool.hpp"
+#include "offload/detail/range_split.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/detail/task_node.hpp"
@@ -64,7 +65,7 @@ class executor final {
   /// Starts the workers. Throws std::invalid_argument for invalid options.
   explicit executor(executor_options options = {})
       : m_dead_letters(make_dead_letter_store(options)),
-        m_pool(std::move(options), m_dead_letters),
+        m_pool(std::move(options), m_dead_letters, this),
         m_policy(m_pool, m_dead_letters),
         m_periodic(m_pool),
         m_telemetry(m_pool, m_dead_letters) {}
@@ -136,6 +137,31 @@ class executor final {
     m_pool.enqueue(
         detail::make_task(detail::bind(std::forward<F>(fn), std::forward<Args>(args)...)),
         &options);
+  }
+
+  /// Runs `fn(i)` for every i in [0, count) on the workers, fire-and-forget, as `count` post()
+  /// calls would, at a fraction of their cost: the calls go out as one task that splits among
+  /// the workers taking its pieces (detail/range_split.hpp). A call that throws is handled as a
+  /// failed post() (counted in executor_stats::failed_detached, passed to on_task_error) and the
+  /// other calls still run. The bulk takes one slot of a bounded lane from outside the pool (its
+  /// pieces are spawned inside it). `fn` is called concurrently, from several workers, and is
+  /// destroyed after the last call. Throws offload::rejected after shutdown began.
+  template <class F>
+  void post_bulk(std::size_t count, F&& fn) {
+    post_bulk_with(nullptr, count, std::forward<F>(fn));
+  }
+
+  /// As post_bulk(count, fn), in `options.lane` under `options.name`. Throws
+  /// std::invalid_argument for options a bulk does not take (retry, delay, deadline, key, rate).
+  template <class F>
+  void post_bulk(const task_options& options, std::size_t count, F&& fn) {
+    options.validate();
+    if (options.needs_policy()) {
+      throw std::invalid_argument(
+          "offload::executor::post_bulk: task_options.retry, delay, deadline, key and rate are "
+          "not supported for a bulk");
+    }
+    post_bulk_with(&options, count, std::forward<F>(fn));
   }
 
   /// An awaitable for task<T> coroutines: `co_await ex.schedule(lane)` continues the coroutine
@@ -271,6 +297,57 @@ class executor final {
     }
     void await_resume() const noexcept {}
   };
+
+  /// What the pieces of one post_bulk() share.
+  template <class F>
+  struct bulk {
+    F fn;
+    std::optional<task_options> options;  // lane and name of the pieces
+  };
+
+  /// A piece of a post_bulk(): splits off halves for other workers, then makes its calls.
+  template <class F>
+  struct bulk_piece {
+    executor* ex;
+    std::shared_ptr<bulk<F>> shared;
+    detail::range_piece piece;
+
+    void operator()() {
+      piece.split([this](detail::range_piece right) {
+        ex->post_piece(bulk_piece{ex, shared, right});
+      });
+      for (std::size_t i = piece.first; i < piece.last; ++i) {
+        try {
+          shared->fn(i);
+        } catch (...) {
+          // Counted and reported as the failed post() it stands for, by the pool's own path.
+          ex->post([e = std::current_exception()] {
+            std::rethrow_exception(e);
+          });
+        }
+      }
+    }
+  };
+
+  template <class F>
+  void post_piece(bulk_piece<F> p) {
+    if (p.shared->options)
+      post(*p.shared->options, std::move(p));
+    else
+      post(std::move(p));
+  }
+
+  template <class F>
+  void post_bulk_with(const task_options* options, std::size_t count, F&& fn) {
+    if (count == 0)
+      return;
+    auto shared = std::make_shared<bulk<std::decay_t<F>>>(
+        bulk<std::decay_t<F>>{std::forward<F>(fn), std::nullopt});
+    if (options != nullptr)
+      shared->options = *options;
+    post_piece(bulk_piece<std::decay_t<F>>{
+        this, std::move(shared), detail::range_piece::whole(count, worker_count())});
+  }
 
   /// Lane, name and capacity decisions for one submission.
   template <class F, class... Args>

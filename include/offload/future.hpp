@@ -22,6 +22,8 @@ namespace offload {
 template <class T>
 class future;
 template <class T>
+class shared_future;
+template <class T>
 class promise;
 
 namespace detail {
@@ -135,6 +137,18 @@ struct then_result<void, F> {
 template <class T, class F>
 using then_result_t = typename then_result<T, std::decay_t<F>>::type;
 
+/// The result type of a continuation `F` applied to a shared_future<T>'s value (const T&).
+template <class T, class F>
+struct shared_then_result {
+  using type = std::invoke_result_t<F&, const T&>;
+};
+template <class F>
+struct shared_then_result<void, F> {
+  using type = std::invoke_result_t<F&>;
+};
+template <class T, class F>
+using shared_then_result_t = typename shared_then_result<T, std::decay_t<F>>::type;
+
 }  // namespace detail
 
 /// The result of a task (or of a promise), available once.
@@ -208,11 +222,17 @@ class future {
   template <class F>
   future<detail::then_result_t<T, F>> then(F&& fn);
 
+  /// A copyable handle on the same result, which any number of threads and tasks may wait for
+  /// and read (std::future::share()). Invalidates this future.
+  shared_future<T> share();
+
  private:
   template <class U>
   friend future<U> detail::make_future(detail::state_ref<U> s) noexcept;
   template <class U>
   friend class future;
+  template <class U>
+  friend class shared_future;
   friend struct future_access;
 
   explicit future(detail::state_ref<T> s) noexcept : m_state(std::move(s)) {}
@@ -309,9 +329,10 @@ future<T> make_future(state_ref<T> s) noexcept {
   return future<T>(std::move(s));
 }
 
-/// The continuation created by future::then: when the antecedent is ready, schedules a task that
-/// runs `fn` on its value (or forwards its exception) into `result`.
-template <class T, class U, class F>
+/// The continuation created by future::then (and shared_future::then, `Shared`: the value is
+/// passed as a const reference and left in place for the other copies): when the antecedent is
+/// ready, schedules a task that runs `fn` on its value (or forwards its exception) into `result`.
+template <class T, class U, class F, bool Shared = false>
 struct then_step {
   state_ref<T> antecedent;
   state_ref<U> result;
@@ -322,8 +343,11 @@ struct then_step {
       return task_outcome::cancelled;  // the continuation's future was cancelled
     const task_outcome outcome = store_result(*result.get(), [this]() -> U {
       if constexpr (std::is_void_v<T>) {
-        antecedent->take();
+        if constexpr (!Shared)
+          antecedent->take();
         return (*fn)();
+      } else if constexpr (Shared) {
+        return (*fn)(antecedent->peek());
       } else {
         return (*fn)(std::move(antecedent->take()));
       }
@@ -337,9 +361,9 @@ struct then_step {
   }
 };
 
-template <class T, class U, class F>
+template <class T, class U, class F, bool Shared = false>
 struct then_continuation final : continuation {
-  explicit then_continuation(then_step<T, U, F> s) : step(std::move(s)) {}
+  explicit then_continuation(then_step<T, U, F, Shared> s) : step(std::move(s)) {}
   void fire() noexcept override {
     if (std::exception_ptr e = step.antecedent->exception()) {
       // `fn` will not run: the continuation's future takes the antecedent's outcome (its
@@ -372,7 +396,7 @@ struct then_continuation final : continuation {
     // the inline step of a promise's future (no executor) does.
     return !step.antecedent->exception() && step.antecedent->owner() == nullptr;
   }
-  then_step<T, U, F> step;
+  then_step<T, U, F, Shared> step;
 };
 
 }  // namespace detail
@@ -394,3 +418,5 @@ future<detail::then_result_t<T, F>> future<T>::then(F&& fn) {
 }
 
 }  // namespace offload
+
+#include "offload/shared_future.hpp"  // shared_future and future::share(), which need future

@@ -14,6 +14,7 @@
 #include "offload/lane.hpp"
 #include "offload/manual_reset_event.hpp"
 #include "offload/metrics.hpp"
+#include "offload/parallel_for.hpp"
 #include "offload/periodic.hpp"
 #include "offload/placement.hpp"
 #include "offload/retry_policy.hpp"

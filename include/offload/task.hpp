@@ -286,7 +286,7 @@ struct sleep_awaiter {
       std::this_thread::sleep_for(duration);
       return true;
     }
-    return tl_task_context.state != nullptr && tl_task_context.state->cancel_requested();
+    return tl_task_context.stop_requested();
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) const {

@@ -8,12 +8,15 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <utility>
 
 #include "offload/detail/event_count.hpp"
 #include "offload/detail/scheduler.hpp"
 #include "offload/error.hpp"
 #include "offload/executor.hpp"
+#include "offload/task_options.hpp"
+#include "offload/this_task.hpp"
 
 namespace offload {
 
@@ -29,10 +32,18 @@ namespace offload {
 /// by shutdown(shutdown_mode::cancel) counts as failed with offload::cancelled. Everything the
 /// tasks did, including destroying their callables, happens-before wait() returns. The group may
 /// be destroyed once every wait() on it has returned; the destructor waits (and swallows the
-/// exception) if wait() was not called. run() and wait() may be called from any thread.
+/// exception) if wait() was not called. run(), wait() and cancel() may be called from any thread.
+///
+/// cancel() is oneTBB's task_group::cancel(): tasks not started yet never run, running ones see
+/// this_task::stop_requested() (a group opened inside one of them is not cancelled with it: the
+/// task stops it), and wait() throws offload::cancelled once the running ones ended.
 class task_group {
  public:
   explicit task_group(executor& ex) noexcept : m_executor(ex) {}
+
+  /// A group on the executor running the calling task (this_task::executor()). Throws
+  /// std::logic_error outside a task of an executor.
+  task_group() : m_executor(current_executor()) {}
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
 
@@ -46,16 +57,36 @@ class task_group {
   /// Spawns `fn()`. Throws offload::rejected if the executor no longer accepts work.
   template <class F>
   void run(F&& fn) {
-    // Built first: if building throws (allocation, the callable's copy), nothing was counted.
-    detail::task_node* node =
-        detail::make_task(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
-    // relaxed: the task that decrements is published to its worker by the queue's ordering.
-    m_state.fetch_add(1, std::memory_order_relaxed);
-    m_executor.enqueue(node,
-                       nullptr);  // on failure the node is discarded: discard() calls finish_one()
+    spawn(std::forward<F>(fn), nullptr);
   }
 
-  /// Waits for every task run so far; rethrows the first exception, then forgets it.
+  /// Spawns `fn()` in `options.lane` under `options.name`, its lane's capacity applying as for
+  /// executor::post(options, ...). Throws std::invalid_argument for options a group task does
+  /// not take (retry, delay, deadline, key, rate: a group waits for tasks, not for attempts).
+  template <class F>
+  void run(const task_options& options, F&& fn) {
+    options.validate();
+    if (options.needs_policy()) {
+      throw std::invalid_argument(
+          "offload::task_group::run: task_options.retry, delay, deadline, key and rate are not "
+          "supported for group tasks");
+    }
+    spawn(std::forward<F>(fn), &options);
+  }
+
+  /// Cancels the group: tasks not started never run (their callables are destroyed), running ones
+  /// see this_task::stop_requested(), and so do later run() calls' tasks. The group stays
+  /// cancelled. Thread-safe; never blocks.
+  void cancel() noexcept {
+    // relaxed: a flag carrying no data (see task_context::stop_requested()).
+    m_cancelled.store(true, std::memory_order_relaxed);
+  }
+
+  /// True once cancel() was called.
+  bool is_cancelled() const noexcept { return m_cancelled.load(std::memory_order_relaxed); }
+
+  /// Waits for every task run so far; rethrows the first exception, then forgets it; else, if
+  /// the group was cancelled, throws offload::cancelled.
   void wait() {
     if (pending() != 0) {
       if (detail::scheduler* s = detail::tl_current_scheduler) {
@@ -74,6 +105,8 @@ class task_group {
       if (e)
         std::rethrow_exception(e);
     }
+    if (is_cancelled())
+      throw offload::cancelled("offload: task_group cancelled");
   }
 
  private:
@@ -86,8 +119,14 @@ class task_group {
     task_group* group;
     std::optional<F> fn;
     task_outcome operator()() {
+      if (group->is_cancelled()) {
+        fn.reset();
+        group->finish_one();
+        return task_outcome::cancelled;
+      }
       task_outcome outcome = task_outcome::succeeded;
       try {
+        const detail::task_context_scope context({nullptr, 1, &group->m_cancelled});
         (*fn)();
       } catch (...) {
         std::exception_ptr e = std::current_exception();
@@ -107,6 +146,24 @@ class task_group {
       group->finish_one();
     }
   };
+
+  static executor& current_executor() {
+    executor* ex = this_task::executor();
+    if (ex == nullptr)
+      throw std::logic_error("offload::task_group(): called outside a task (no executor to use)");
+    return *ex;
+  }
+
+  template <class F>
+  void spawn(F&& fn, const task_options* options) {
+    // Built first: if building throws (allocation, the callable's copy), nothing was counted.
+    detail::task_node* node =
+        detail::make_task(group_task<std::decay_t<F>>{this, std::forward<F>(fn)});
+    // relaxed: the task that decrements is published to its worker by the queue's ordering.
+    m_state.fetch_add(1, std::memory_order_relaxed);
+    m_executor.enqueue(node,
+                       options);  // on failure the node is discarded: discard() calls finish_one()
+  }
 
   std::uint32_t pending() const noexcept {
     // [G3] acquire; pairs with [G2]: the finished tasks' effects are visible once count is 0.
@@ -216,6 +273,7 @@ class task_group {
   std::atomic<std::uint32_t> m_state{0};  // k_count bits: tasks not finished; futex word
   std::mutex m_waiters_mutex;             // the wait path and the last finisher only
   fiber_waiter* m_waiters = nullptr;      // suspended waiters; guarded by m_waiters_mutex
+  std::atomic<bool> m_cancelled{false};   // cancel() was called
   std::atomic<bool> m_has_error{false};
   std::mutex m_error_mutex;
   std::exception_ptr m_error;

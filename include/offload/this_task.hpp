@@ -3,11 +3,13 @@
 /// @file this_task.hpp
 /// @brief offload::this_task: what a running task can ask about itself.
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
 #include "offload/clock.hpp"
 #include "offload/detail/saturating_time.hpp"
+#include "offload/detail/scheduler.hpp"
 #include "offload/detail/shared_state.hpp"
 #include "offload/error.hpp"
 
@@ -31,6 +33,14 @@ namespace detail {
 struct task_context {
   const shared_state_base* state = nullptr;  // the task's future state, if it has one
   unsigned attempt = 1;
+  /// The task_group::cancel() flag of the group the task was run by, if any.
+  const std::atomic<bool>* group_cancelled = nullptr;
+
+  bool stop_requested() const noexcept {
+    // relaxed: a flag carrying no data; coherence makes a cancel() that happened-before visible.
+    return (state != nullptr && state->cancel_requested()) ||
+           (group_cancelled != nullptr && group_cancelled->load(std::memory_order_relaxed));
+  }
 };
 inline thread_local task_context tl_task_context{};
 
@@ -53,17 +63,25 @@ class task_context_scope {
 
 namespace this_task {
 
+/// The executor running the calling task (also in its then() continuations and coroutine
+/// resumptions on a worker); null outside one of an executor's workers. Lets recursive code
+/// spawn without carrying an executor& (oneTBB's task_group, Taskflow's Runtime).
+inline offload::executor* executor() noexcept {
+  const detail::scheduler* s = detail::tl_current_scheduler;
+  return s != nullptr ? s->owner() : nullptr;
+}
+
 /// 1 on the first execution of the calling task, 2 on its first retry, and so on. 1 outside a
 /// task.
 inline unsigned attempt() noexcept {
   return detail::tl_task_context.attempt;
 }
 
-/// True if the calling task's future was cancelled while it runs. Cooperative: a long task
-/// polls it and returns early. False outside a task and for tasks without a future (post).
+/// True if the calling task's future was cancelled while it runs, or the task_group that runs it
+/// was (task_group::cancel()). Cooperative: a long task polls it and returns early. False outside
+/// a task and for tasks with neither (post).
 inline bool stop_requested() noexcept {
-  return detail::tl_task_context.state != nullptr &&
-         detail::tl_task_context.state->cancel_requested();
+  return detail::tl_task_context.stop_requested();
 }
 
 /// Ends the calling attempt and asks for a retry after `delay` instead of the policy's backoff

@@ -11,6 +11,10 @@
 #include "offload/detail/task_node.hpp"
 #include "offload/error.hpp"
 
+namespace offload {
+class executor;
+}  // namespace offload
+
 namespace offload::detail {
 
 /// What futures and task groups need from an executor.
@@ -66,8 +70,15 @@ class scheduler {
   /// continues. False if the task cannot suspend.
   virtual bool yield_task() = 0;
 
+  /// The executor whose tasks this scheduler runs (this_task::executor()); null until set.
+  offload::executor* owner() const noexcept { return m_owner; }
+
  protected:
   ~scheduler() = default;
+
+  /// Written once by the executor's constructor, before anything can be submitted to it; read
+  /// by tasks, which were queued after it.
+  offload::executor* m_owner = nullptr;
 };
 
 /// Ends a wait inside a task that can neither suspend (fibers off, or no fiber stack could be

@@ -30,7 +30,9 @@ class pool final : public pool_loop {
  public:
   /// Starts the workers. `options` validated. Throws std::system_error when a worker's first
   /// fiber stack cannot be mapped or a thread cannot start (nothing is left running).
-  pool(executor_options options, failure_sink& failures) : pool_loop(std::move(options), failures) {
+  pool(executor_options options, failure_sink& failures, offload::executor* owner)
+      : pool_loop(std::move(options), failures) {
+    m_owner = owner;
     tick_clock::warm_up();
     // Registers the process for membarrier now (once per process; with threads already running
     // the kernel waits for an RCU grace period, which no task should pay for).
