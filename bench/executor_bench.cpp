@@ -16,6 +16,9 @@
 //                        help), fib30/offload_coroutines with task<int> coroutines
 //   bulk/post_loop, bulk/post_bulk  10^6 empty calls through post() one by one, or one post_bulk()
 //   parallel_for/<peer>  a parallel loop over 10^6 empty bodies (offload, oneTBB)
+//   store/submit, store/submit_find  10^4 tasks through submit(), or through a result_store
+//                        (submit, and find once run): what the store adds per task;
+//                        store/call_latency the same one task at a time, p50 of the calls
 //   fibers/switch        this_task::yield() in a loop on an idle worker: two fiber switches each
 //   fibers/first_wait    tasks that each suspend once (yield) vs plain tasks: the first wait's
 //                        cost (a spare fiber from the worker's pool, two switches)
@@ -619,6 +622,83 @@ void parallel_for_tbb(benchmark::State& state) {
   count_calls(state);
 }
 
+// The cost a result_store adds to a task: submit() and one find() of the id once it ran, against a
+// plain submit() and its future kept, 10^4 tasks a round, the results read once all have run.
+constexpr int k_store_tasks = 10'000;
+
+void store_plain_submit(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  std::vector<offload::future<int>> futures;
+  futures.reserve(k_store_tasks);
+  for (auto _ : state) {
+    for (int i = 0; i < k_store_tasks; ++i)
+      futures.push_back(ex.submit([i] {
+        return i;
+      }));
+    ex.wait_idle();
+    for (auto& f : futures) benchmark::DoNotOptimize(f.get());
+    futures.clear();
+  }
+  state.counters["ns_per_task"] = benchmark::Counter(
+      static_cast<double>(k_store_tasks) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+void store_submit_find(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  offload::result_store<int> store{ex,
+                                   {.keep_for = std::chrono::hours(1), .max_entries = 1'000'000}};
+  std::vector<std::string> ids;
+  ids.reserve(k_store_tasks);
+  for (auto _ : state) {
+    for (int i = 0; i < k_store_tasks; ++i) {
+      ids.push_back(store.submit([i] {
+        return i;
+      }));
+    }
+    ex.wait_idle();
+    for (const auto& id : ids) benchmark::DoNotOptimize(store.find(id)->value());
+    state.PauseTiming();
+    ids.clear();
+    state.ResumeTiming();
+  }
+  state.counters["ns_per_task"] = benchmark::Counter(
+      static_cast<double>(k_store_tasks) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+// The same, one task at a time, timing only the calls (the wait for the task is not timed):
+// submit() against a store's submit() plus its find() once the task ran; p50 of 20k tasks.
+void store_call_latency(benchmark::State& state) {
+  offload::executor ex{{.workers = k_workers}};
+  offload::result_store<int> store{ex};
+  std::vector<double> plain, stored;
+  for (auto _ : state) {
+    auto t0 = clock_type::now();
+    offload::future<int> f = ex.submit([] {
+      return 1;
+    });
+    auto t1 = clock_type::now();
+    benchmark::DoNotOptimize(f.get());
+    plain.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+    t0 = clock_type::now();
+    const std::string id = store.submit([] {
+      return 1;
+    });
+    t1 = clock_type::now();
+    while (!offload::is_terminal(store.find(id)->state())) std::this_thread::yield();
+    const auto t2 = clock_type::now();
+    benchmark::DoNotOptimize(store.find(id)->value());
+    const auto t3 = clock_type::now();
+    stored.push_back(std::chrono::duration<double, std::nano>((t1 - t0) + (t3 - t2)).count());
+  }
+  const auto p50 = [](std::vector<double>& v) {
+    std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  };
+  state.counters["submit_p50_ns"] = p50(plain);
+  state.counters["store_submit_find_p50_ns"] = p50(stored);
+}
+
 }  // namespace
 
 BENCHMARK(latency_offload)
@@ -744,6 +824,12 @@ BENCHMARK(parallel_for_offload)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(parallel_for_tbb)->Name("parallel_for/tbb")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(store_plain_submit)->Name("store/submit")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(store_submit_find)
+    ->Name("store/submit_find")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(store_call_latency)->Name("store/call_latency")->Iterations(20000)->UseRealTime();
 BENCHMARK(fiber_switch)->Name("fibers/switch")->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(fiber_first_wait)
     ->Name("fibers/first_wait")

@@ -1,11 +1,11 @@
 // job_service: the HTTP 202 + polling story. A web endpoint must not block on a 45-second CSV
 // report or a thumbnail: it accepts the job, answers 202 with an id, and the client polls.
 //
-//   POST /jobs {"kind": ...} ──▶ job table (id → progress, attempts, future) ──▶ 202 {id}
-//                                   │ submit (lane by kind, retry for thumbnails)
+//   POST /jobs {"kind": ...} ──▶ offload::result_store<json>::submit ──▶ 202 {id}
+//                                   │ (lane by kind, retry for thumbnails)
 //                                   ▼
-//                             [offload workers] ── progress, attempts ──▶ job record
-//   GET /jobs/<id> ◀── state(), then the result or error once terminal
+//                             [offload workers] ── this_task::set_progress ──▶ the store
+//   GET /jobs/<id> ◀── store.find(id): state, progress, attempts, then the result or error
 //
 // Header-only so that the end-to-end test (tests/examples/http_jobs_test.cpp) runs the same
 // service in-process. Not thread-safe to construct and destroy concurrently; the handlers are.
@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,7 +51,7 @@ struct service_config {
   /// traffic), /healthz does not (a liveness probe must not restart the process mid-job and lose
   /// the queue). Set it above the longest job you expect; a 45 s report needs more than 45 s.
   std::chrono::milliseconds stuck_after{std::chrono::minutes(2)};
-  /// Finished jobs stay pollable this long after they were first seen finished.
+  /// Finished jobs stay pollable this long after they finished.
   std::chrono::milliseconds keep_finished{std::chrono::minutes(10)};
   /// At most this many jobs in the table; past it, the oldest finished ones go first, and a
   /// POST that still finds no room answers 503.
@@ -71,33 +70,15 @@ class bad_request : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// One job. The task writes progress and attempts; handlers read them. The future is touched
-/// only under `mutex` (a future is used by one thread at a time).
-struct job {
-  std::string id;
-  std::string kind;
-  std::atomic<int> progress{0};       // 0..100, only grows (a retry does not reset it)
-  std::atomic<unsigned> attempts{0};  // attempts started so far
-  std::mutex mutex;
-  offload::future<json> result;                      // valid until the terminal state is seen
-  std::optional<offload::task_state> final_state{};  // set once, with result_json or error
-  json result_json;
-  std::string error;
-  std::chrono::steady_clock::time_point finished_at{};  // when final_state was set
-
-  void report(int percent) {  // monotonic: a retried attempt never moves the bar back
-    int seen = progress.load(std::memory_order_relaxed);
-    while (percent > seen && !progress.compare_exchange_weak(seen, percent)) {
-    }
-  }
-};
-
 class job_service {
  public:
   explicit job_service(service_config config = {})
       : m_config(config),
         m_executor(offload::executor_options{.workers = config.workers,
-                                             .stuck_after = config.stuck_after}) {
+                                             .stuck_after = config.stuck_after}),
+        m_jobs(m_executor,
+               offload::result_store_options{.keep_for = config.keep_finished,
+                                             .max_entries = config.max_jobs}) {
     routes();
   }
 
@@ -145,12 +126,12 @@ class job_service {
   // ---- job kinds -------------------------------------------------------------------------------
 
   /// A step loop standing in for real work: reports progress, stops early when cancelled.
-  void work(job& j, unsigned steps) const {
+  void work(unsigned steps) const {
     for (unsigned i = 1; i <= steps; ++i) {
       if (offload::this_task::stop_requested())
         throw offload::cancelled("offload: job cancelled while running");
       std::this_thread::sleep_for(m_config.step_time);
-      j.report(static_cast<int>(i * 100 / steps));
+      offload::this_task::set_progress(i * 100.0 / steps);  // the store keeps the highest
     }
   }
 
@@ -174,32 +155,31 @@ class job_service {
     return it->get<std::int64_t>();
   }
 
-  /// Submits the job's task. Throws bad_request for a body its kind refuses.
-  offload::future<json> submit(const std::shared_ptr<job>& j, const json& body) {
-    // No key: the job id is unique already (and a keyed task reports "queued" while it runs, see
-    // the report); a failure names its job in the error instead.
-    offload::task_options options{.name = j->kind};
-    if (j->kind == "password_reset") {
+  /// Submits the job's task; returns its id. Throws bad_request for a body its kind refuses,
+  /// offload::rejected when the store or the executor refuses it.
+  std::string submit(const std::string& kind, const json& body) {
+    // No key: the job id is unique already; a failure names its job through its id.
+    offload::task_options options{.name = kind};
+    if (kind == "password_reset") {
       std::string email = string_field(body, "email");
       if (email.find('@') == std::string::npos)
         throw bad_request("field 'email' must be an email address");
       options.lane = offload::lane::critical;  // a user is waiting for this mail
-      return m_executor.submit(options, [this, j, email] {
-        j->attempts.fetch_add(1);
-        work(*j, 1);
+      return m_jobs.submit(options, [this, email] {
+        work(1);
         return json{{"sent_to", email}};
       });
     }
-    if (j->kind == "csv_report") {
+    if (kind == "csv_report") {
       const auto rows = int_field(body, "rows", 1000, 1, 10'000'000);
       options.lane = offload::lane::low;  // nobody minds if it waits behind interactive work
-      return m_executor.submit(options, [this, j, rows] {
-        j->attempts.fetch_add(1);
-        work(*j, m_config.steps);
-        return json{{"rows", rows}, {"url", "/reports/" + j->id + ".csv"}};
+      return m_jobs.submit(options, [this, rows] {
+        work(m_config.steps);
+        return json{{"rows", rows},
+                    {"url", "/reports/" + std::string(offload::this_task::id()) + ".csv"}};
       });
     }
-    if (j->kind == "thumbnail") {
+    if (kind == "thumbnail") {
       std::string image = string_field(body, "image");
       const auto width = int_field(body, "width", 128, 1, 4096);
       // Transient failures to inject: the first `fail_first` attempts time out.
@@ -218,14 +198,14 @@ class job_service {
                                                 return false;
                                               }
                                             }};
-      return m_executor.submit(options, [this, j, image, width, fail_first] {
+      return m_jobs.submit(options, [this, image, width, fail_first] {
         const unsigned attempt = offload::this_task::attempt();
-        j->attempts.store(attempt);
-        work(*j, m_config.steps / 2);
+        work(m_config.steps / 2);
         if (attempt <= static_cast<std::uint64_t>(fail_first))
-          throw transient_error("image store timed out (job " + j->id + ", attempt " +
+          throw transient_error("image store timed out (job " +
+                                std::string(offload::this_task::id()) + ", attempt " +
                                 std::to_string(attempt) + ")");
-        work(*j, m_config.steps);
+        work(m_config.steps);
         const auto dot = image.rfind('.');
         return json{{"thumbnail",
                      image.substr(0, dot) + "_" + std::to_string(width) +
@@ -235,44 +215,18 @@ class job_service {
     throw bad_request("field 'kind' must be one of thumbnail, csv_report, password_reset");
   }
 
-  // ---- the job table ---------------------------------------------------------------------------
-
-  std::shared_ptr<job> find(const std::string& id) {
-    std::lock_guard lock(m_jobs_mutex);
-    auto it = m_jobs.find(id);
-    return it == m_jobs.end() ? nullptr : it->second;
-  }
-
-  /// Collects the result the first time the task is seen terminal. Caller holds j.mutex.
-  static offload::task_state settle(job& j) {
-    offload::task_state state = j.final_state ? *j.final_state : j.result.state();
-    if (!j.final_state && offload::is_terminal(state)) {
-      j.final_state = state;
-      j.finished_at = std::chrono::steady_clock::now();
-      try {
-        j.result_json = j.result.get();
-      } catch (const std::exception& e) {
-        j.error = e.what();
-      }
-    }
-    return state;
-  }
-
-  /// The job as JSON; collects the result the first time the task is seen terminal.
-  static json describe(job& j) {
-    std::lock_guard lock(j.mutex);
-    const offload::task_state state = settle(j);
-    json out{{"id", j.id},
-             {"kind", j.kind},
+  /// The job as JSON.
+  static json describe(const offload::result_view<json>& j) {
+    const offload::task_state state = j.state();
+    json out{{"id", j.id()},
+             {"kind", j.name()},
              {"state", std::string(offload::to_string(state))},
-             {"progress", j.progress.load()},
-             {"attempts", j.attempts.load()}};
-    if (j.final_state) {
-      if (*j.final_state == offload::task_state::succeeded)
-        out["result"] = j.result_json;
-      else
-        out["error"] = j.error;
-    }
+             {"progress", static_cast<int>(j.progress().value_or(0))},
+             {"attempts", j.attempts()}};
+    if (state == offload::task_state::succeeded)
+      out["result"] = j.value();
+    else if (const auto e = j.error())
+      out["error"] = e->message;
     return out;
   }
 
@@ -293,55 +247,41 @@ class job_service {
         return reply_error(res, 400, "body is not valid JSON");
       if (!body.is_object())
         return reply_error(res, 400, "body must be a JSON object");
-      if (!make_room())
-        return reply_error(
-            res,
-            503,
-            "too many jobs in progress (" + std::to_string(m_config.max_jobs) + "); retry later");
-      auto j = std::make_shared<job>();
+      std::string id;
       try {
-        j->kind = string_field(body, "kind");
-        j->id = new_id();
-        offload::future<json> f = submit(j, body);
-        std::lock_guard lock(j->mutex);
-        j->result = std::move(f);
+        id = submit(string_field(body, "kind"), body);
       } catch (const bad_request& e) {
         return reply_error(res, 400, e.what());
       } catch (const offload::rejected& e) {
-        return reply_error(res, 503, e.what());
+        return reply_error(res, 503, std::string(e.what()) + "; retry later");
       }
-      {
-        std::lock_guard lock(m_jobs_mutex);
-        m_jobs.emplace(j->id, j);
-      }
-      res.set_header("Location", "/jobs/" + j->id);
-      reply(res, 202, json{{"id", j->id}, {"status_url", "/jobs/" + j->id}});
+      res.set_header("Location", "/jobs/" + id);
+      reply(res, 202, json{{"id", id}, {"status_url", "/jobs/" + id}});
     });
 
     m_server.Get(R"(/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto j = find(req.matches[1]);
+      const auto j = m_jobs.find(req.matches[1]);
       if (!j)
         return reply_error(res, 404, "no job with id '" + std::string(req.matches[1]) + "'");
       reply(res, 200, describe(*j));
     });
 
-    m_server.Delete(
-        R"(/jobs/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-          auto j = find(req.matches[1]);
-          if (!j)
-            return reply_error(res, 404, "no job with id '" + std::string(req.matches[1]) + "'");
-          bool requested = false;
-          {
-            std::lock_guard lock(j->mutex);
-            // A queued or retrying job never runs again; a running one sees
-            // stop_requested() at its next step.
-            if (!j->final_state)
-              requested = j->result.cancel() || !offload::is_terminal(j->result.state());
-          }
-          json out = describe(*j);
-          out["cancel_requested"] = requested;
-          reply(res, 202, out);
-        });
+    m_server.Delete(R"(/jobs/([^/]+))",
+                    [this](const httplib::Request& req, httplib::Response& res) {
+                      const std::string id = req.matches[1];
+                      const auto before = m_jobs.find(id);
+                      if (!before)
+                        return reply_error(res, 404, "no job with id '" + id + "'");
+                      // A queued or retrying job never runs again; a running one sees
+                      // stop_requested() at its next step.
+                      const bool cancelled = m_jobs.cancel(id);
+                      const auto after = m_jobs.find(id);  // gone only if evicted meanwhile
+                      const offload::result_view<json>& now = after ? *after : *before;
+                      json out = describe(now);
+                      const bool requested = cancelled || !offload::is_terminal(now.state());
+                      out["cancel_requested"] = requested;
+                      reply(res, 202, out);
+                    });
 
     m_server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(offload::to_prometheus(m_executor.metrics()), "text/plain; version=0.0.4");
@@ -392,56 +332,10 @@ class job_service {
         });
   }
 
-  /// A job id nobody can guess from another: 128 random bits.
-  std::string new_id() {
-    std::lock_guard lock(m_jobs_mutex);
-    char text[33];
-    std::snprintf(
-        text, sizeof text, "%08x%08x%08x%08x", m_random(), m_random(), m_random(), m_random());
-    return std::string("j") + text;
-  }
-
-  /// Evicts finished jobs kept longer than keep_finished, then, while the table is full, the
-  /// finished ones that finished first. False if the table is still full (every job unfinished).
-  bool make_room() {
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<std::shared_ptr<job>> held;  // destroyed outside the lock
-    std::lock_guard lock(m_jobs_mutex);
-    if (m_jobs.size() < m_config.max_jobs && ++m_posts_since_sweep < 256)
-      return true;
-    m_posts_since_sweep = 0;
-    std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> finished;
-    for (auto it = m_jobs.begin(); it != m_jobs.end();) {
-      job& j = *it->second;
-      std::lock_guard job_lock(j.mutex);
-      settle(j);
-      if (j.final_state && now - j.finished_at > m_config.keep_finished) {
-        held.push_back(std::move(it->second));
-        it = m_jobs.erase(it);
-        continue;
-      }
-      if (j.final_state)
-        finished.emplace_back(j.finished_at, it->first);
-      ++it;
-    }
-    std::sort(finished.begin(), finished.end());
-    for (const auto& [when, id] : finished) {
-      if (m_jobs.size() < m_config.max_jobs)
-        break;
-      auto it = m_jobs.find(id);
-      held.push_back(std::move(it->second));
-      m_jobs.erase(it);
-    }
-    return m_jobs.size() < m_config.max_jobs;
-  }
-
   service_config m_config;
-  offload::executor m_executor;  // declared before the server: outlives the handlers
-  httplib::Server m_server;
-  std::mutex m_jobs_mutex;
-  std::map<std::string, std::shared_ptr<job>> m_jobs;  // guarded by m_jobs_mutex
-  std::random_device m_random;                         // the OS's generator; m_jobs_mutex
-  unsigned m_posts_since_sweep = 0;                    // guarded by m_jobs_mutex
+  offload::executor m_executor;        // declared before the store and the server
+  offload::result_store<json> m_jobs;  // ids, states, progress and results; bounded
+  httplib::Server m_server;            // its handlers use the store and the executor
 };
 
 }  // namespace http_jobs

@@ -17,6 +17,7 @@
 #include "offload/parallel_for.hpp"
 #include "offload/periodic.hpp"
 #include "offload/placement.hpp"
+#include "offload/result_store.hpp"
 #include "offload/retry_policy.hpp"
 #include "offload/task.hpp"
 #include "offload/task_events.hpp"

@@ -94,6 +94,13 @@ class shared_future {
     return m_state->state();
   }
 
+  /// Requests cancellation of the task, as future::cancel() does, for every copy. Returns true
+  /// if this call took effect.
+  bool cancel() const {
+    check();
+    return m_state->cancel("offload: task cancelled");
+  }
+
   /// Chains `fn(const T&)` (or `fn()` for void) to run after the result succeeds, on the
   /// executor that ran the task, as future::then() does; this shared_future stays valid, and
   /// each copy may chain its own continuations.

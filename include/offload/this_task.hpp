@@ -5,6 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "offload/clock.hpp"
@@ -35,6 +39,10 @@ struct task_context {
   unsigned attempt = 1;
   /// The task_group::cancel() flag of the group the task was run by, if any.
   const std::atomic<bool>* group_cancelled = nullptr;
+  /// Where this_task::set_progress() writes (a result_store entry's), if anywhere.
+  std::atomic<double>* progress = nullptr;
+  /// The id a result_store gave the task (this_task::id()), if any.
+  const std::string* store_id = nullptr;
 
   bool stop_requested() const noexcept {
     // relaxed: a flag carrying no data; coherence makes a cancel() that happened-before visible.
@@ -69,6 +77,32 @@ namespace this_task {
 inline offload::executor* executor() noexcept {
   const detail::scheduler* s = detail::tl_current_scheduler;
   return s != nullptr ? s->owner() : nullptr;
+}
+
+/// The id a result_store gave the calling task (Celery's `self.request.id`), for logs and error
+/// messages; empty for any other task and outside one.
+inline std::string_view id() noexcept {
+  const std::string* i = detail::tl_task_context.store_id;
+  return i != nullptr ? std::string_view(*i) : std::string_view();
+}
+
+/// Reports how far the calling task is, in percent ([0, 100]), for those who poll it: a task
+/// submitted through a result_store shows the highest value it reported in
+/// result_view::progress() (a retry starting over does not move it back). Elsewhere it does
+/// nothing. Throws std::invalid_argument for a value outside [0, 100] (NaN included).
+inline void set_progress(double percent) {
+  if (!(percent >= 0 && percent <= 100))
+    throw std::invalid_argument(
+        "offload::this_task::set_progress: percent must be in [0, 100], got " +
+        std::to_string(percent));
+  if (std::atomic<double>* p = detail::tl_task_context.progress) {
+    // The highest value wins: a retried attempt that starts its loop again does not move a
+    // progress bar back. relaxed: a gauge, no data behind it.
+    double seen = p->load(std::memory_order_relaxed);
+    while ((std::isnan(seen) || percent > seen) &&
+           !p->compare_exchange_weak(seen, percent, std::memory_order_relaxed)) {
+    }
+  }
 }
 
 /// 1 on the first execution of the calling task, 2 on its first retry, and so on. 1 outside a

@@ -318,14 +318,15 @@ TEST_F(http_jobs_test, a_long_job_makes_the_service_unready_but_never_dead) {
   EXPECT_EQ(ready->status, 200) << ready->body;
 }
 
-// Ids are long random strings: neither sequential nor short.
+// Ids are random UUIDs: neither sequential nor short.
 TEST_F(http_jobs_test, job_ids_are_random) {
   start({.steps = 1, .step_time = 1ms});
   std::set<std::string> ids;
   for (int i = 0; i < 20; ++i) {
     const std::string id = post_job({{"kind", "password_reset"}, {"email", "a@b.c"}});
-    EXPECT_EQ(id.size(), 33u) << id;
-    EXPECT_EQ(id.find_first_not_of("j0123456789abcdef"), std::string::npos) << id;
+    ASSERT_EQ(id.size(), 36u) << id;  // a UUID, as Celery's task ids
+    EXPECT_EQ(id.find_first_not_of("-0123456789abcdef"), std::string::npos) << id;
+    EXPECT_EQ(id[14], '4') << id;
     ids.insert(id);
   }
   EXPECT_EQ(ids.size(), 20u);
