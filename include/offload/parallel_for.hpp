@@ -7,7 +7,9 @@
 #include <atomic>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <ranges>
 #include <stdexcept>
@@ -145,20 +147,32 @@ inline void check_loop_options(const task_options& options) {
   }
 }
 
-/// Runs fn(first + i) for i in [0, last - first), computed without overflow for any integers.
+/// Runs fn(first + i) for i in [0, last - first), computed without overflow for any integers,
+/// the two ends compared by value (mixed signedness included); fn gets the common type.
 template <class First, class Last, class F>
 void run_index_loop(executor& ex, const task_options* options, First first, Last last, F& fn) {
   using index = std::common_type_t<First, Last>;
-  using wide = std::make_unsigned_t<index>;
-  const auto lo = static_cast<index>(first);
-  const auto hi = static_cast<index>(last);
-  if (hi <= lo)
+  if (std::cmp_less_equal(last, first))
     return;
-  auto body = [&fn, lo](std::size_t i) {
-    fn(static_cast<index>(static_cast<wide>(lo) + static_cast<wide>(i)));
+  // Both ends are representable in the wider of intmax_t / uintmax_t as a signed or unsigned
+  // value; the count is last - first, computed in uintmax_t (modular, exact for any pair).
+  const auto as_wide = [](auto v) {
+    return static_cast<std::uintmax_t>(static_cast<std::intmax_t>(v));
   };
-  run_loop(
-      ex, options, static_cast<std::size_t>(static_cast<wide>(hi) - static_cast<wide>(lo)), body);
+  const std::uintmax_t lo =
+      std::is_signed_v<First> ? as_wide(first) : static_cast<std::uintmax_t>(first);
+  const std::uintmax_t hi =
+      std::is_signed_v<Last> ? as_wide(last) : static_cast<std::uintmax_t>(last);
+  const std::uintmax_t count = hi - lo;
+  if (count > std::numeric_limits<std::size_t>::max() || !std::in_range<index>(first) ||
+      !std::in_range<index>(last)) {
+    throw std::invalid_argument(
+        "offload::parallel_for: the range does not fit the index type of its two ends");
+  }
+  auto body = [&fn, lo](std::size_t i) {
+    fn(static_cast<index>(static_cast<std::intmax_t>(lo + static_cast<std::uintmax_t>(i))));
+  };
+  run_loop(ex, options, static_cast<std::size_t>(count), body);
 }
 
 /// Runs fn(range[i]) for every element of a sized random-access range.

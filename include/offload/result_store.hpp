@@ -270,6 +270,11 @@ class result_store {
       }
       entries.emplace(e->key, e);
     }
+    /// Puts an evicted entry back (a requeued run of it), even past max_entries by one.
+    void reinstate(const std::shared_ptr<entry>& e) {
+      std::lock_guard lock(mutex);
+      entries.emplace(e->key, e);  // no-op if it is there
+    }
     void forget(const std::shared_ptr<entry>& e) {
       std::lock_guard lock(mutex);
       erase(e);
@@ -364,9 +369,11 @@ class result_store {
   void watch(const std::shared_ptr<entry>& e, future<T> f, std::uint64_t generation) {
     detail::shared_state<T>* state = future_access::state(f);
     auto* w = new end_watch(m_core, e, generation);
+    const shared_future<T> run = f.share();  // holds the state across attach()
     {
       std::lock_guard lock(e->mutex);
-      e->current = f.share();
+      if (e->generation == generation)  // else a requeued run (a later one) took its place
+        e->current = run;
     }
     state->attach(w);  // fires at once if the run already ended
   }
@@ -385,31 +392,39 @@ class result_store {
       detail::task_context context = detail::tl_task_context;
       if (context.state != nullptr)
         return run(context, std::forward<Args>(args)...);
-      // A requeued dead letter: posted, without a future. Its result goes to a promise of its
-      // own, which the entry shows from now on.
-      promise<T> p;
-      future<T> f = p.get_future();
-      detail::shared_state<T>* state = future_access::state(f);
-      std::uint64_t generation = 0;
+      // A requeued dead letter: posted, without a future. Its result goes to a state of its
+      // own, claimed as running (so cancel(id) asks it to stop, as for a running task), which
+      // the entry shows from now on; the entry is put back if it was evicted meanwhile.
+      detail::state_ref<T> mine(detail::shared_state<T>::create(nullptr));
+      future<T> f = detail::make_future(detail::state_ref<T>(mine.get()));  // the second ref
+      (void)mine->try_start();  // new: nobody else can claim it first
+      const shared_future<T> shown = f.share();
+      auto* w = new end_watch(store, e, 0);
       {
         std::lock_guard lock(e->mutex);
-        generation = ++e->generation;
-        e->current = f.share();
+        w->generation = ++e->generation;
+        e->current = shown;
       }
-      state->attach(new end_watch(store, e, generation));
-      context.state = state;  // cancel(id) now reaches this run
-      try {
-        if constexpr (std::is_void_v<T>) {
-          run(context, std::forward<Args>(args)...);
-          p.set_value();
-        } else {
-          T value = run(context, std::forward<Args>(args)...);
-          p.set_value(value);
-          return value;  // posted: the executor drops it
-        }
-      } catch (...) {
-        p.set_exception(std::current_exception());
-        throw;  // the executor counts the failure (and dead-letters it again)
+      e->progress.store(std::numeric_limits<double>::quiet_NaN(), std::memory_order_relaxed);
+      if (const std::shared_ptr<core> c = store.lock())
+        c->reinstate(e);
+      mine->attach(w);
+      context.state = mine.get();  // this_task::stop_requested() sees cancel(id)
+      const task_outcome outcome = detail::store_result(*mine.get(), [&]() -> T {
+        return run(context, std::forward<Args>(args)...);
+      });
+      mine->publish();
+      if (outcome == task_outcome::failed)
+        std::rethrow_exception(mine->exception());  // counted, dead-lettered again
+      // Posted: the executor drops what is returned. A run that honoured cancel(id) ends
+      // normally where it can, so that no retry runs it again.
+      if constexpr (!std::is_void_v<T>) {
+        if (outcome == task_outcome::succeeded)
+          return mine->peek();
+        if constexpr (std::is_default_constructible_v<T>)
+          return T{};
+        else
+          throw offload::cancelled("offload: requeued task cancelled");
       }
     }
 

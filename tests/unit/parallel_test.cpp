@@ -54,6 +54,18 @@ TEST_P(Parallel, ParallelForTakesAnyIntegersWithoutOverflow) {
   offload::parallel_for(ex, 9, 5, [&](int) {
     ADD_FAILURE() << "a reversed range has no index";
   });
+  // Narrow and mixed types are compared and counted by value.
+  std::atomic<int> narrow{0};
+  offload::parallel_for(ex, short{-1}, short{1}, [&](short i) {
+    EXPECT_TRUE(i == -1 || i == 0) << i;
+    narrow.fetch_add(1);
+  });
+  EXPECT_EQ(narrow.load(), 2);
+  offload::parallel_for(ex, 5u, -1, [&](unsigned) {
+    ADD_FAILURE() << "5u..-1 is empty";
+  });
+  EXPECT_THROW(offload::parallel_for(ex, -3, 5u, [](unsigned) {}), std::invalid_argument)
+      << "-3 does not fit the common type (unsigned)";
 }
 
 TEST_P(Parallel, ParallelForOverARangeCallsEveryElement) {

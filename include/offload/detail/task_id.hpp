@@ -4,12 +4,16 @@
 /// @brief task_id: a random (version 4) UUID as 128 bits, with its text form, as Celery's task
 /// ids are.
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <random>
 #include <string>
 #include <string_view>
+#include <system_error>
+
+#include <sys/random.h>
+#include <sys/types.h>
 
 namespace offload::detail {
 
@@ -21,13 +25,30 @@ struct task_id {
 
   bool operator==(const task_id&) const = default;
 
+  /// A new id from the kernel's random generator (getrandom, read 4 KiB at a time per
+  /// thread), so that one holder of ids cannot work out the others.
   static task_id random() {
-    thread_local std::mt19937_64 gen([] {
-      std::random_device rd;
-      std::seed_seq seq{rd(), rd(), rd(), rd()};
-      return std::mt19937_64(seq);
-    }());
-    task_id id{gen(), gen()};
+    struct random_words {
+      std::uint64_t words[512];
+      std::size_t next = 512;
+      std::uint64_t take() {
+        if (next == 512) {
+          std::size_t got = 0;
+          auto* bytes = reinterpret_cast<unsigned char*>(words);
+          while (got < sizeof words) {
+            const ssize_t n = ::getrandom(bytes + got, sizeof words - got, 0);
+            if (n > 0)
+              got += static_cast<std::size_t>(n);
+            else if (errno != EINTR)
+              throw std::system_error(errno, std::generic_category(), "offload: getrandom");
+          }
+          next = 0;
+        }
+        return words[next++];
+      }
+    };
+    thread_local random_words p;
+    task_id id{p.take(), p.take()};
     id.hi = (id.hi & ~std::uint64_t{0xF000}) | 0x4000;                         // version 4
     id.lo = (id.lo & ~(std::uint64_t{0xC} << 60)) | (std::uint64_t{8} << 60);  // variant 10
     return id;
